@@ -1,0 +1,608 @@
+#include "appliance/config_loader.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <system_error>
+#include <vector>
+
+#include <simdjson.h>
+
+namespace agentgate {
+namespace {
+
+using simdjson::dom::array;
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+using simdjson::dom::object;
+
+constexpr uint32_t shards_max = 256;
+constexpr size_t targets_max = 1024;
+constexpr size_t target_name_chars_max = 64;
+constexpr size_t host_name_chars_max = 253;    // DNS limit
+constexpr size_t pg_identifier_bytes_max = 63; // NAMEDATALEN - 1; PostgreSQL truncates beyond
+constexpr uint32_t timeout_ms_max = 86'400'000;  // one day
+// Buffers a shard registers up front; past this a typo costs gigabytes per core.
+constexpr uint64_t recv_pool_bytes_max = uint64_t{1} << 30;
+// Keeps an error line readable when the offending value is huge.
+constexpr size_t quoted_chars_max = 80;
+
+// Keys DESIGN.md names for work that has not landed. Refused rather than
+// ignored: a gateway that starts without the identity checks, policy or
+// recording its operator configured is worse than one that does not start.
+constexpr std::string_view top_level_keys_later[] = {"identity", "policy_file", "recording",
+                                                     "admin", "tls"};
+constexpr std::string_view target_keys_later[] = {"allow_plaintext_auth"};
+
+bool is_later_key(std::string_view key, const auto& later) {
+  return std::find(std::begin(later), std::end(later), key) != std::end(later);
+}
+
+// Values echoed into an error line are escaped and cut, so a hostile or
+// mistaken value can neither break the line nor flood the log.
+std::string quote(std::string_view value) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out = "\"";
+  size_t n = std::min(value.size(), quoted_chars_max);
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+  if (n < value.size()) out += "...";
+  return out;
+}
+
+bool is_plain_key(std::string_view key) {
+  if (key.empty()) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+  });
+}
+
+// Paths read like the JSON they point into: targets[0].upstream.port.
+std::string key_path(const std::string& parent, std::string_view key) {
+  if (!is_plain_key(key)) return parent + "[" + quote(key) + "]";
+  return parent.empty() ? std::string(key) : parent + "." + std::string(key);
+}
+
+std::string index_path(const std::string& parent, size_t index) {
+  return parent + "[" + std::to_string(index) + "]";
+}
+
+status fail(const std::string& path, std::string_view what) {
+  std::string message = path.empty() ? std::string("(top level)") : path;
+  message += ": ";
+  message += what;
+  return status(errc::invalid_argument, std::move(message));
+}
+
+std::string os_error_text(int err) { return std::system_category().message(err); }
+
+// Walks an object's members in document order, so the first error reported
+// is the first one a reader meets. simdjson's DOM keeps duplicate keys; a
+// config where the second "port" silently wins was not reviewed as written,
+// so duplicates are refused.
+template <typename Handler>
+status for_each_member(element value, const std::string& path, Handler&& handle) {
+  object members;
+  if (value.get_object().get(members) != simdjson::SUCCESS) {
+    return fail(path, "expected an object");
+  }
+  // Only keys that were accepted land here (an unknown key ends the walk),
+  // so the linear search stays over a handful of entries.
+  std::vector<std::string_view> seen;
+  for (auto member : members) {
+    std::string member_path = key_path(path, member.key);
+    if (std::find(seen.begin(), seen.end(), member.key) != seen.end()) {
+      return fail(member_path, "duplicate key");
+    }
+    seen.push_back(member.key);
+    if (status s = handle(member.key, member.value, member_path); !s) return s;
+  }
+  return status::ok();
+}
+
+status unknown_key(std::string_view key, const std::string& path, const auto& later) {
+  if (is_later_key(key, later)) return fail(path, "not supported by this build yet");
+  return fail(path, "unknown key");
+}
+
+status get_string(element value, const std::string& path, std::string_view& out) {
+  if (value.get_string().get(out) != simdjson::SUCCESS) return fail(path, "expected a string");
+  return status::ok();
+}
+
+// JSON has one number type; config integers must be written as integers so
+// that 5432.5 or 1e3 is refused rather than silently rounded.
+bool get_unsigned(element value, uint64_t& out) {
+  if (value.type() == element_type::UINT64) return value.get_uint64().get(out) == simdjson::SUCCESS;
+  if (value.type() != element_type::INT64) return false;
+  int64_t signed_value = 0;
+  if (value.get_int64().get(signed_value) != simdjson::SUCCESS || signed_value < 0) return false;
+  out = static_cast<uint64_t>(signed_value);
+  return true;
+}
+
+template <typename T>
+status get_integer(element value, const std::string& path, uint64_t lo, uint64_t hi, T& out) {
+  assert(lo <= hi && hi <= std::numeric_limits<T>::max());
+  uint64_t v = 0;
+  if (!get_unsigned(value, v) || v < lo || v > hi) {
+    return fail(path, "expected an integer between " + std::to_string(lo) + " and " +
+                          std::to_string(hi));
+  }
+  out = static_cast<T>(v);
+  return status::ok();
+}
+
+template <typename T>
+status get_power_of_two(element value, const std::string& path, uint64_t lo, uint64_t hi, T& out) {
+  assert(lo <= hi && hi <= std::numeric_limits<T>::max());
+  uint64_t v = 0;
+  if (!get_unsigned(value, v) || v < lo || v > hi || (v & (v - 1)) != 0) {
+    return fail(path, "expected a power of two between " + std::to_string(lo) + " and " +
+                          std::to_string(hi));
+  }
+  out = static_cast<T>(v);
+  return status::ok();
+}
+
+status get_bool(element value, const std::string& path, bool& out) {
+  if (value.get_bool().get(out) != simdjson::SUCCESS) return fail(path, "expected true or false");
+  return status::ok();
+}
+
+bool is_target_name(std::string_view name) {
+  if (name.empty() || name.size() > target_name_chars_max) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+  });
+}
+
+// DNS names (letters, digits, '-', '_', dots between labels) or IP literals
+// without brackets: what getaddrinfo will be handed at start.
+bool is_host(std::string_view host) {
+  in6_addr v6;
+  std::string nul_terminated(host);
+  if (inet_pton(AF_INET6, nul_terminated.c_str(), &v6) == 1) return true;
+  if (host.empty() || host.size() > host_name_chars_max) return false;
+  size_t label_chars = 0;
+  for (char c : host) {
+    if (c == '.') {
+      if (label_chars == 0) return false;
+      label_chars = 0;
+      continue;
+    }
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';
+    if (!ok || ++label_chars > 63) return false;
+  }
+  return label_chars > 0;
+}
+
+// User and database names travel NUL-terminated in the startup packet.
+bool is_pg_identifier(std::string_view name) {
+  if (name.empty() || name.size() > pg_identifier_bytes_max) return false;
+  return std::none_of(name.begin(), name.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
+// A listen address in binary form, to compare two targets' addresses.
+struct socket_address {
+  int family = AF_INET;
+  unsigned char bytes[16] = {};
+  uint16_t port = 0;
+};
+
+bool to_socket_address(const std::string& host, uint16_t port, socket_address& out) {
+  out.port = port;
+  if (inet_pton(AF_INET, host.c_str(), out.bytes) == 1) {
+    out.family = AF_INET;
+    return true;
+  }
+  out.family = AF_INET6;
+  return inet_pton(AF_INET6, host.c_str(), out.bytes) == 1;
+}
+
+bool is_wildcard(const socket_address& a) {
+  size_t n = a.family == AF_INET ? 4 : 16;
+  return std::all_of(a.bytes, a.bytes + n, [](unsigned char b) { return b == 0; });
+}
+
+// Two listen sockets conflict when one would receive the other's
+// connections. The kernel does not catch this for us: every shard binds with
+// SO_REUSEPORT, so a second target on the same address binds fine and the
+// kernel spreads clients across both targets.
+bool listen_overlaps(const socket_address& a, const socket_address& b) {
+  if (a.port != b.port) return false;
+  if (a.family == b.family) {
+    size_t n = a.family == AF_INET ? 4 : 16;
+    return is_wildcard(a) || is_wildcard(b) || std::memcmp(a.bytes, b.bytes, n) == 0;
+  }
+  // "::" also takes IPv4 unless IPV6_V6ONLY is set, and ::ffff:a.b.c.d is a.b.c.d.
+  const socket_address& v6 = a.family == AF_INET6 ? a : b;
+  const socket_address& v4 = a.family == AF_INET6 ? b : a;
+  if (is_wildcard(v6)) return true;
+  static constexpr unsigned char v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(v6.bytes, v4_mapped_prefix, 12) != 0) return false;
+  return is_wildcard(v4) || std::memcmp(v6.bytes + 12, v4.bytes, 4) == 0;
+}
+
+std::string listen_text(const target_config& t) {
+  bool v6 = t.listen_host.find(':') != std::string::npos;
+  std::string host = v6 ? "[" + t.listen_host + "]" : t.listen_host;
+  return host + ":" + std::to_string(t.listen_port);
+}
+
+// "host:port" with host an IPv4 literal, "[IPv6 literal]" or "localhost".
+// Names other than localhost are refused: a listen address that depends on
+// DNS at start is a listen address nobody can review.
+status parse_listen(std::string_view text, const std::string& path, target_config& out) {
+  std::string_view host;
+  std::string_view port_text;
+  bool bracketed = !text.empty() && text.front() == '[';
+  if (bracketed) {
+    size_t close = text.find("]:");
+    if (close == std::string_view::npos) {
+      return fail(path, "expected \"[IPv6 address]:port\", got " + quote(text));
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return fail(path, "expected \"host:port\", got " + quote(text));
+    }
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return fail(path, "an IPv6 address goes in brackets, as in \"[::1]:6432\"; got " +
+                            quote(text));
+    }
+  }
+
+  uint32_t port = 0;
+  bool port_ok = !port_text.empty() && port_text.size() <= 5 &&
+                 std::all_of(port_text.begin(), port_text.end(),
+                             [](char c) { return c >= '0' && c <= '9'; });
+  if (port_ok) {
+    for (char c : port_text) port = port * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (!port_ok || port < 1 || port > 65535) {
+    return fail(path, "expected a port between 1 and 65535, got " + quote(text));
+  }
+
+  // Binding by name would pick one of localhost's addresses behind our back;
+  // 127.0.0.1 is the one every client reaches.
+  std::string host_text = host == "localhost" ? std::string("127.0.0.1") : std::string(host);
+  socket_address address;
+  if (!to_socket_address(host_text, static_cast<uint16_t>(port), address) ||
+      (address.family == AF_INET6) != bracketed) {
+    return fail(path, "expected an IPv4 address, [IPv6 address] or localhost as host, got " +
+                          quote(text));
+  }
+  // Canonical text, so equal addresses compare and print equal.
+  char canonical[INET6_ADDRSTRLEN] = {};
+  inet_ntop(address.family, address.bytes, canonical, sizeof canonical);
+  out.listen_host = canonical;
+  out.listen_port = static_cast<uint16_t>(port);
+  return status::ok();
+}
+
+std::string resolve_path(const std::string& file, const std::string& base_dir) {
+  if (base_dir.empty() || (!file.empty() && file.front() == '/')) return file;
+  if (base_dir.back() == '/') return base_dir + file;
+  return base_dir + "/" + file;
+}
+
+// Reads a whole small regular file. On failure returns the reason without a
+// key path; callers put it behind theirs.
+bool read_small_file(const std::string& path, size_t bytes_max, std::string& out,
+                     std::string& reason) {
+  // O_NONBLOCK so that a FIFO given by mistake fails the S_ISREG check below
+  // instead of blocking start-up until someone writes to it.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    reason = "cannot open " + quote(path) + ": " + os_error_text(errno);
+    return false;
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    reason = "cannot stat " + quote(path) + ": " + os_error_text(errno);
+    ::close(fd);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    reason = quote(path) + " is not a regular file";
+    ::close(fd);
+    return false;
+  }
+  // One byte past the limit tells "exactly at the limit" from "too large",
+  // even if the file grew after fstat.
+  out.assign(bytes_max + 1, '\0');
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::read(fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      reason = "cannot read " + quote(path) + ": " + os_error_text(errno);
+      ::close(fd);
+      return false;
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (got > bytes_max) {
+    reason = quote(path) + " is larger than " + std::to_string(bytes_max) + " bytes";
+    return false;
+  }
+  out.resize(got);
+  return true;
+}
+
+status read_password(const std::string& path, const std::string& file,
+                     const std::string& base_dir, std::string& out) {
+  std::string resolved = resolve_path(file, base_dir);
+  std::string reason;
+  if (!read_small_file(resolved, password_file_bytes_max, out, reason)) return fail(path, reason);
+  // Editors end the file with a newline that is not part of the secret.
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  if (!out.empty() && out.back() == '\r') out.pop_back();
+  if (out.empty()) return fail(path, quote(resolved) + " is empty");
+  // PostgreSQL's PasswordMessage is NUL-terminated; a NUL would cut the secret.
+  if (out.find('\0') != std::string::npos) return fail(path, quote(resolved) + " contains a NUL byte");
+  return status::ok();
+}
+
+status parse_upstream(element value, const std::string& path, const std::string& base_dir,
+                      upstream_config& out) {
+  bool have_host = false, have_user = false, have_password = false, have_database = false;
+  status s = for_each_member(value, path, [&](std::string_view key, element v,
+                                              const std::string& p) -> status {
+    std::string_view text;
+    if (key == "host") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (!is_host(text)) return fail(p, "expected a host name or IP address, got " + quote(text));
+      out.host = text;
+      have_host = true;
+    } else if (key == "port") {
+      return get_integer(v, p, 1, 65535, out.port);
+    } else if (key == "user" || key == "database") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (!is_pg_identifier(text)) {
+        return fail(p, "expected 1 to 63 bytes without control characters, got " + quote(text));
+      }
+      (key == "user" ? out.user : out.database) = text;
+      (key == "user" ? have_user : have_database) = true;
+    } else if (key == "password_file") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text.empty()) return fail(p, "expected a file path");
+      out.password_file = text;
+      have_password = true;
+      return read_password(p, out.password_file, base_dir, out.password);
+    } else {
+      return fail(p, "unknown key");
+    }
+    return status::ok();
+  });
+  if (!s) return s;
+  if (!have_host) return fail(key_path(path, "host"), "required");
+  if (!have_user) return fail(key_path(path, "user"), "required");
+  if (!have_password) return fail(key_path(path, "password_file"), "required");
+  if (!have_database) out.database = out.user;
+  return status::ok();
+}
+
+// `earlier` holds the targets before this one, for the uniqueness checks.
+status parse_target(element value, const std::string& path, const std::string& base_dir,
+                    const std::vector<target_config>& earlier, target_config& out) {
+  bool have_name = false, have_protocol = false, have_listen = false, have_upstream = false;
+  status s = for_each_member(value, path, [&](std::string_view key, element v,
+                                              const std::string& p) -> status {
+    std::string_view text;
+    if (key == "name") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (!is_target_name(text)) {
+        return fail(p, "expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got " + quote(text));
+      }
+      for (size_t i = 0; i < earlier.size(); ++i) {
+        if (earlier[i].name == text) {
+          return fail(p, quote(text) + " is already the name of " + index_path("targets", i));
+        }
+      }
+      out.name = text;
+      have_name = true;
+    } else if (key == "protocol") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text != "postgres") {
+        return fail(p, quote(text) + " is not supported yet; the only protocol is \"postgres\"");
+      }
+      out.protocol = text;
+      have_protocol = true;
+    } else if (key == "listen") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (status e = parse_listen(text, p, out); !e) return e;
+      socket_address mine;
+      to_socket_address(out.listen_host, out.listen_port, mine);
+      for (size_t i = 0; i < earlier.size(); ++i) {
+        socket_address theirs;
+        to_socket_address(earlier[i].listen_host, earlier[i].listen_port, theirs);
+        if (listen_overlaps(mine, theirs)) {
+          return fail(p, listen_text(out) + " conflicts with " + index_path("targets", i) +
+                             ".listen (" + listen_text(earlier[i]) + ")");
+        }
+      }
+      have_listen = true;
+    } else if (key == "client_auth") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text != "trust") {
+        return fail(p, quote(text) +
+                           " is not supported yet; only \"trust\" until JWT login arrives "
+                           "with identity support");
+      }
+      out.client_auth = client_auth_mode::trust;
+    } else if (key == "upstream") {
+      have_upstream = true;
+      return parse_upstream(v, p, base_dir, out.upstream);
+    } else {
+      return unknown_key(key, p, target_keys_later);
+    }
+    return status::ok();
+  });
+  if (!s) return s;
+  if (!have_name) return fail(key_path(path, "name"), "required");
+  if (!have_protocol) return fail(key_path(path, "protocol"), "required");
+  if (!have_listen) return fail(key_path(path, "listen"), "required");
+  if (!have_upstream) return fail(key_path(path, "upstream"), "required");
+  return status::ok();
+}
+
+status parse_targets(element value, const std::string& path, const std::string& base_dir,
+                     std::vector<target_config>& out) {
+  array items;
+  if (value.get_array().get(items) != simdjson::SUCCESS) return fail(path, "expected an array");
+  if (items.size() == 0) return fail(path, "at least one target is required");
+  if (items.size() > targets_max) {
+    return fail(path, "at most " + std::to_string(targets_max) + " targets are supported");
+  }
+  out.clear();
+  out.reserve(items.size());
+  size_t index = 0;
+  for (element item : items) {
+    target_config target;
+    if (status s = parse_target(item, index_path(path, index), base_dir, out, target); !s) {
+      return s;
+    }
+    out.push_back(std::move(target));
+    ++index;
+  }
+  return status::ok();
+}
+
+status parse_limits(element value, const std::string& path, limits_config& out) {
+  return for_each_member(value, path, [&](std::string_view key, element v,
+                                          const std::string& p) -> status {
+    if (key == "frame_bytes_max") return get_integer(v, p, 1u << 10, 1u << 30, out.frame_bytes_max);
+    if (key == "startup_bytes_max") {
+      return get_integer(v, p, 1u << 10, 1u << 16, out.startup_bytes_max);
+    }
+    if (key == "unsent_bytes_max") {
+      return get_integer(v, p, 4u << 10, 64u << 20, out.unsent_bytes_max);
+    }
+    if (key == "connect_timeout_ms") {
+      return get_integer(v, p, 1, timeout_ms_max, out.connect_timeout_ms);
+    }
+    if (key == "auth_timeout_ms") return get_integer(v, p, 1, timeout_ms_max, out.auth_timeout_ms);
+    if (key == "idle_timeout_ms") return get_integer(v, p, 0, timeout_ms_max, out.idle_timeout_ms);
+    if (key == "sessions_per_shard_max") {
+      return get_integer(v, p, 1, 1'000'000, out.sessions_per_shard_max);
+    }
+    return fail(p, "unknown key");
+  });
+}
+
+status parse_io(element value, const std::string& path, io_config& out) {
+  status s = for_each_member(value, path, [&](std::string_view key, element v,
+                                              const std::string& p) -> status {
+    // io_uring wants power-of-two ring sizes; a provided buffer ring holds at
+    // most 32768 entries.
+    if (key == "ring_entries") return get_power_of_two(v, p, 64, 32768, out.ring_entries);
+    if (key == "recv_buffers") return get_power_of_two(v, p, 16, 32768, out.recv_buffers);
+    if (key == "recv_buffer_bytes") {
+      return get_integer(v, p, 1u << 10, 1u << 20, out.recv_buffer_bytes);
+    }
+    if (key == "pin_threads") return get_bool(v, p, out.pin_threads);
+    return fail(p, "unknown key");
+  });
+  if (!s) return s;
+  uint64_t pool_bytes = uint64_t{out.recv_buffers} * out.recv_buffer_bytes;
+  if (pool_bytes > recv_pool_bytes_max) {
+    return fail(key_path(path, "recv_buffers"),
+                "recv_buffers x recv_buffer_bytes is " + std::to_string(pool_bytes) +
+                    " bytes per shard; at most " + std::to_string(recv_pool_bytes_max));
+  }
+  return status::ok();
+}
+
+}  // namespace
+
+result<gateway_config> parse_config(std::string_view json, const std::string& base_dir) {
+  // Some editors write a UTF-8 byte order mark; simdjson refuses it.
+  static constexpr std::string_view bom = "\xEF\xBB\xBF";
+  if (json.substr(0, bom.size()) == bom) json.remove_prefix(bom.size());
+
+  simdjson::dom::parser parser;
+  simdjson::padded_string padded(json);
+  element root;
+  if (auto err = parser.parse(padded).get(root); err != simdjson::SUCCESS) {
+    return status(errc::invalid_argument,
+                  std::string("invalid JSON: ") + simdjson::error_message(err));
+  }
+
+  gateway_config config;
+  bool have_targets = false;
+  status s = for_each_member(root, "", [&](std::string_view key, element v,
+                                           const std::string& p) -> status {
+    if (key == "shards") return get_integer(v, p, 0, shards_max, config.shards);
+    if (key == "log_level") {
+      std::string_view text;
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text != "debug" && text != "info" && text != "warn" && text != "error") {
+        return fail(p, "expected one of debug, info, warn, error, got " + quote(text));
+      }
+      config.log_level = text;
+      return status::ok();
+    }
+    if (key == "targets") {
+      have_targets = true;
+      return parse_targets(v, p, base_dir, config.targets);
+    }
+    if (key == "limits") return parse_limits(v, p, config.limits);
+    if (key == "io") return parse_io(v, p, config.io);
+    return unknown_key(key, p, top_level_keys_later);
+  });
+  if (!s) return s;
+  if (!have_targets) return fail("targets", "required");
+  return config;
+}
+
+result<gateway_config> load_config_file(const std::string& path) {
+  std::string text;
+  std::string reason;
+  if (!read_small_file(path, config_file_bytes_max, text, reason)) {
+    return status(errc::invalid_argument, "config file: " + reason);
+  }
+  size_t slash = path.rfind('/');
+  std::string base_dir;
+  if (slash == 0) {
+    base_dir = "/";
+  } else if (slash != std::string::npos) {
+    base_dir = path.substr(0, slash);
+  }
+  return parse_config(text, base_dir);
+}
+
+}  // namespace agentgate

@@ -1,0 +1,173 @@
+#include "appliance/server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "appliance/config_loader.h"
+#include "core/log.h"
+#include "io/uring_shard.h"
+#include "masking/platform.h"
+#include "protocols/postgres/session.h"
+
+namespace agentgate {
+namespace {
+
+constexpr int exit_runtime = 1;
+constexpr int exit_config = 2;
+constexpr int listen_backlog = 4096;
+
+int config_error(const std::string& message) {
+  fprintf(stderr, "agentgate: config error: %s\n", message.c_str());
+  return exit_config;
+}
+
+// A literal address and port into a sockaddr; the config loader already
+// checked the literal.
+result<net_address> literal_address(const std::string& host, uint16_t port) {
+  net_address a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.length = sizeof(sockaddr_in);
+    a.text = host + ":" + std::to_string(port);
+    return a;
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.length = sizeof(sockaddr_in6);
+    a.text = "[" + host + "]:" + std::to_string(port);
+    return a;
+  }
+  return status(errc::invalid_argument, "not an IP address");
+}
+
+// Upstream host names are resolved once, here, never on a shard.
+result<net_address> resolve(const std::string& host, uint16_t port) {
+  result<net_address> literal = literal_address(host, port);
+  if (literal) return literal;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_family = AF_UNSPEC;
+  addrinfo* found = nullptr;
+  const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
+  if (rc != 0 || found == nullptr)
+    return status(errc::invalid_argument, std::string("cannot resolve: ") + gai_strerror(rc));
+  net_address a;
+  memcpy(&a.storage, found->ai_addr, found->ai_addrlen);
+  a.length = found->ai_addrlen;
+  a.text = host + ":" + std::to_string(port);
+  freeaddrinfo(found);
+  return a;
+}
+
+}  // namespace
+
+int run_server(const std::string& config_path) {
+  result<gateway_config> loaded = load_config_file(config_path);
+  if (!loaded) return config_error(loaded.error().message());
+  const gateway_config& config = *loaded;
+  log_level level = log_level::info;
+  if (parse_log_level(config.log_level, &level)) set_log_level(level);
+
+  std::vector<pg::target_runtime> targets(config.targets.size());
+  std::vector<net_address> listen_addresses;
+  for (size_t i = 0; i < config.targets.size(); ++i) {
+    const target_config& t = config.targets[i];
+    const std::string path = "targets[" + std::to_string(i) + "]";
+    result<net_address> upstream = resolve(t.upstream.host, t.upstream.port);
+    if (!upstream) return config_error(path + ".upstream.host: " + upstream.error().message());
+    result<net_address> listen = literal_address(t.listen_host, t.listen_port);
+    if (!listen) return config_error(path + ".listen: " + listen.error().message());
+    targets[i].config = t;
+    targets[i].upstream_address = *upstream;
+    targets[i].limits = config.limits;
+    listen_addresses.push_back(*listen);
+  }
+
+  if (const status io_ok = io::probe_io_uring(); !io_ok) {
+    fprintf(stderr, "agentgate: %s\n", io_ok.message().c_str());
+    return exit_runtime;
+  }
+  if (const status hs_ok = masking::check_hyperscan_platform(); !hs_ok)
+    AG_WARN("%s; masking will be unavailable", hs_ok.message().c_str());
+
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned shard_count = config.shards != 0 ? config.shards : cpus;
+
+  // Bind every listener before any shard starts, so a port in use is a
+  // config error at start and clients queue in the backlog meanwhile.
+  std::vector<std::vector<io::listener_spec>> shard_listeners(shard_count);
+  std::vector<std::vector<std::unique_ptr<pg::pg_session_factory>>> factories(shard_count);
+  for (unsigned s = 0; s < shard_count; ++s) {
+    for (size_t i = 0; i < targets.size(); ++i) {
+      result<int> fd = io::make_listener(listen_addresses[i], listen_backlog);
+      if (!fd) {
+        for (auto& specs : shard_listeners)
+          for (auto& spec : specs) close(spec.fd);
+        return config_error("targets[" + std::to_string(i) + "].listen: " + fd.error().message() +
+                            " (" + listen_addresses[i].text + ")");
+      }
+      factories[s].push_back(std::make_unique<pg::pg_session_factory>(targets[i]));
+      shard_listeners[s].push_back({*fd, factories[s].back().get()});
+    }
+  }
+
+  // Signals go to the main thread only: block them before threads inherit the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::atomic<unsigned> ready{0};
+  std::vector<std::unique_ptr<io::uring_shard>> shards;
+  std::vector<std::thread> threads;
+  for (unsigned s = 0; s < shard_count; ++s) {
+    const int cpu = config.io.pin_threads ? static_cast<int>(s % cpus) : -1;
+    shards.push_back(std::make_unique<io::uring_shard>(s, cpu, config, std::move(shard_listeners[s])));
+  }
+  for (unsigned s = 0; s < shard_count; ++s) {
+    threads.emplace_back([&, s] {
+      io::uring_shard& shard = *shards[s];
+      if (const status ok = shard.init(); !ok) {
+        AG_ERROR("shard %u cannot start: %s", s, ok.message().c_str());
+        failed.store(1);
+        stop.store(true);
+        kill(getpid(), SIGTERM);
+        return;
+      }
+      ready.fetch_add(1);
+      shard.run(stop);
+    });
+  }
+  for (size_t i = 0; i < targets.size(); ++i)
+    AG_INFO("target %s: listening on %s, upstream %s, %u shards", targets[i].config.name.c_str(),
+            listen_addresses[i].text.c_str(), targets[i].upstream_address.text.c_str(), shard_count);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  if (!stop.load()) AG_INFO("received %s, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  stop.store(true);
+  for (auto& t : threads) t.join();
+  uint64_t accepted = 0;
+  for (auto& s : shards) accepted += s->probe().accepted;
+  AG_INFO("stopped; %llu connections accepted", static_cast<unsigned long long>(accepted));
+  return failed.load() ? exit_runtime : 0;
+}
+
+}  // namespace agentgate

@@ -1,0 +1,30 @@
+#pragma once
+// Minimal leveled logging to stderr, one line per call, prefixed with the
+// time, the level and the shard that wrote it. Lines are written with a single
+// write(2) so lines from different shards never interleave.
+
+#include <cstdint>
+#include <string_view>
+
+namespace agentgate {
+
+enum class log_level : uint8_t { debug = 0, info = 1, warn = 2, error = 3 };
+
+void set_log_level(log_level level);
+bool parse_log_level(std::string_view name, log_level* out);
+bool log_enabled(log_level level);
+// The shard running on this thread; -1 for the main thread.
+void set_log_shard(int shard_id);
+
+void log_write(log_level level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+}  // namespace agentgate
+
+#define AG_LOG(level, ...)                                                   \
+  do {                                                                       \
+    if (::agentgate::log_enabled(level)) ::agentgate::log_write(level, __VA_ARGS__); \
+  } while (0)
+#define AG_DEBUG(...) AG_LOG(::agentgate::log_level::debug, __VA_ARGS__)
+#define AG_INFO(...) AG_LOG(::agentgate::log_level::info, __VA_ARGS__)
+#define AG_WARN(...) AG_LOG(::agentgate::log_level::warn, __VA_ARGS__)
+#define AG_ERROR(...) AG_LOG(::agentgate::log_level::error, __VA_ARGS__)

@@ -1,0 +1,117 @@
+#pragma once
+// The io_uring backend: one shard = one thread pinned to a core, one ring,
+// one provided-buffer ring, its own listeners (SO_REUSEPORT) and sessions.
+// Nothing here is shared with other shards.
+//
+// Per connection pair (client + upstream) the shard keeps, for each side, a
+// multishot recv into the provided buffer ring and at most one send in
+// flight. Bytes a session queues while a send is in flight wait in a second
+// buffer (so the kernel's buffer never moves under it). When the unsent
+// bytes for one side pass limits.unsent_bytes_max, the other side's recv is
+// cancelled until they drain below half of that: back-pressure, so a slow
+// client never makes the gateway hold a whole result.
+//
+// Every submission's user_data is a pointer to its owner (connection or
+// listener) with the operation and side in the low bits; a connection is
+// freed only when its last operation has completed.
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/session.h"
+#include "core/status.h"
+
+namespace agentgate::io {
+
+// Checks that this kernel offers everything the backend uses; the error says
+// in one line what is missing (io_uring disabled, an opcode, a feature).
+status probe_io_uring();
+
+// A listening TCP socket with SO_REUSEPORT, so every shard can have its own.
+result<int> make_listener(const net_address& address, int backlog);
+
+struct listener_spec {
+  int fd = -1;                          // owned by the shard from run() on
+  session_factory* factory = nullptr;   // owned by the caller, used only by this shard
+};
+
+struct shard_probe {
+  uint64_t accepted = 0;
+  uint64_t refused_overload = 0;
+  uint64_t sessions_open = 0;
+  uint64_t bytes_from_client = 0;
+  uint64_t bytes_from_upstream = 0;
+  uint64_t recv_paused = 0;   // back-pressure engagements
+  uint64_t buffer_exhausted = 0;
+};
+
+class uring_shard {
+ public:
+  uring_shard(int shard_id, int cpu, const gateway_config& config, std::vector<listener_spec> listeners);
+  ~uring_shard();
+  uring_shard(const uring_shard&) = delete;
+  uring_shard& operator=(const uring_shard&) = delete;
+
+  // Sets up the ring and the buffer ring; call on the shard's own thread.
+  status init();
+  // Runs until stop becomes true, then closes every session and returns.
+  void run(const std::atomic<bool>& stop);
+
+  const shard_probe& probe() const { return probe_; }
+
+  struct connection;
+  struct listener;
+
+ private:
+  friend struct connection;
+
+  io_uring_sqe* get_sqe();
+  void arm_accept(listener& l);
+  void arm_recv(connection& c, peer side);
+  void pause_recv(connection& c, peer side);
+  void resume_recv(connection& c, peer side);
+  void start_send(connection& c, peer side);
+  void start_connect(connection& c, const net_address& address);
+  void mark_dirty(connection& c);
+  void finalize(connection& c);
+  void maybe_finish_close(connection& c);
+  void release(connection& c);
+
+  void handle_cqe(const io_uring_cqe& cqe);
+  void on_accept(listener& l, const io_uring_cqe& cqe);
+  void on_recv(connection& c, peer side, const io_uring_cqe& cqe);
+  void on_send(connection& c, peer side, const io_uring_cqe& cqe);
+  void on_connect(connection& c, const io_uring_cqe& cqe);
+  void recycle_buffer(uint16_t bid);
+  void after_batch();
+  void check_deadlines();
+  void shutdown_all();
+
+  const int shard_id_;
+  const int cpu_;
+  const gateway_config& config_;
+  std::vector<std::unique_ptr<listener>> listeners_;
+  io_uring ring_{};
+  bool ring_ready_ = false;
+
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  uint8_t* buffers_ = nullptr;
+  int buffers_added_ = 0;  // recycled buffers not yet published to the kernel
+
+  std::vector<connection*> connections_;   // every live connection, for deadlines
+  std::vector<connection*> dirty_;         // connections with bytes to send
+  std::vector<connection*> rearm_;         // recvs that stopped for lack of buffers
+  std::vector<connection*> graveyard_;     // closed, no operation in flight
+  uint64_t now_ms_ = 0;
+  uint64_t last_deadline_scan_ms_ = 0;
+  shard_probe probe_;
+};
+
+}  // namespace agentgate::io

@@ -1,0 +1,498 @@
+#include "protocols/postgres/session.h"
+
+#include <strings.h>
+
+#include <array>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace agentgate::pg {
+namespace {
+
+// Startup parameters a client may set on the upstream session. Everything
+// else (user, database, options, replication, session_authorization, ...) is
+// the gateway's to decide: `options=-c role=...` must never slip through.
+constexpr std::array<const char*, 9> forwarded_parameters = {
+    "application_name", "client_encoding", "DateStyle",   "TimeZone",  "extra_float_digits",
+    "IntervalStyle",    "search_path",     "lc_monetary", "geqo",
+};
+
+bool is_forwarded_parameter(const std::string& name) {
+  for (const char* allowed : forwarded_parameters)
+    if (strcasecmp(allowed, name.c_str()) == 0) return true;
+  return false;
+}
+
+bytes as_bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string_view as_view(bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+
+}  // namespace
+
+// ---- sinks: adapt frame_stream callbacks to the session's handlers ---------
+
+class session::client_sink final : public frame_sink {
+ public:
+  explicit client_sink(session& s) : s_(s) {}
+  bool on_frame(const frame_header& h, bytes frame) override { return s_.on_client_frame(h, frame); }
+  bool on_frame_piece(const frame_header& h, bytes piece, bool first, bool last) override {
+    // Only CopyData streams from the client; its content is opaque.
+    if (s_.state_ != state::relaying) {
+      s_.fail("08P01", "unexpected message from the client during login");
+      return false;
+    }
+    if (first) ++s_.probe_.frames_from_client;
+    s_.io_->send(peer::upstream, piece);
+    return true;
+  }
+  void on_desync(const char* error) override {
+    ++s_.probe_.client_protocol_errors;
+    s_.fail("08P01", std::string("invalid frontend message: ") + error);
+  }
+
+ private:
+  session& s_;
+};
+
+class session::upstream_sink final : public frame_sink {
+ public:
+  explicit upstream_sink(session& s) : s_(s) {}
+  bool on_frame(const frame_header& h, bytes frame) override {
+    if (s_.state_ == state::upstream_auth) return s_.on_upstream_login_frame(h, frame);
+    return s_.on_upstream_frame(h, frame);
+  }
+  bool on_frame_piece(const frame_header& h, bytes piece, bool first, bool last) override {
+    if (s_.state_ != state::relaying) {
+      s_.fail("08P01", "unexpected message from the upstream during login");
+      return false;
+    }
+    if (first) ++s_.probe_.frames_from_upstream;
+    s_.io_->send(peer::client, piece);
+    return true;
+  }
+  void on_desync(const char* error) override {
+    ++s_.probe_.upstream_protocol_errors;
+    AG_WARN("target %s: upstream protocol error from %s: %s", s_.target_.config.name.c_str(),
+            s_.target_.upstream_address.text.c_str(), error);
+    s_.fail("08P01", std::string("the upstream server broke the protocol: ") + error);
+  }
+
+ private:
+  session& s_;
+};
+
+// ---- lifecycle ---------------------------------------------------------------
+
+session::session(const target_runtime& target, session_probe& probe)
+    : target_(target),
+      probe_(probe),
+      from_client_(direction::frontend, target.limits.frame_bytes_max),
+      from_upstream_(direction::backend, target.limits.frame_bytes_max),
+      client_sink_(std::make_unique<client_sink>(*this)),
+      upstream_sink_(std::make_unique<upstream_sink>(*this)) {}
+
+session::~session() = default;
+
+void session::on_start(session_io& io) {
+  io_ = &io;
+  ++probe_.sessions_started;
+  io_->set_deadline_ms(target_.limits.auth_timeout_ms);
+}
+
+void session::on_data(peer from, std::span<const uint8_t> data) {
+  if (state_ == state::closed) return;
+  if (from == peer::client) {
+    if (state_ == state::startup) {
+      on_startup_bytes(data);
+    } else if (state_ == state::relaying) {
+      // The client spoke: the session is busy until the next ReadyForQuery.
+      if (target_.limits.idle_timeout_ms > 0) io_->set_deadline_ms(0);
+      from_client_.feed(data, *client_sink_);
+    } else {
+      // The client must wait for AuthenticationOk before it says anything.
+      ++probe_.client_protocol_errors;
+      fail("08P01", "unexpected data from the client before authentication completed");
+    }
+  } else {
+    if (state_ == state::cancelling) return;  // servers say nothing to a cancel
+    from_upstream_.feed(data, *upstream_sink_);
+  }
+}
+
+void session::fail(const char* sqlstate, const std::string& message) {
+  if (state_ == state::closed) return;
+  const bool was_relaying = state_ == state::relaying;
+  state_ = state::closed;
+  if (!was_relaying) ++probe_.sessions_refused;
+  AG_INFO("target %s: closing session from %s: %s (SQLSTATE %s)", target_.config.name.c_str(),
+          io_->client_address().c_str(), message.c_str(), sqlstate);
+  // An error in the middle of a DataRow would corrupt the client's stream.
+  if (from_upstream_.mid_frame()) {
+    io_->abort();
+    return;
+  }
+  std::string out;
+  append_error(out, "FATAL", sqlstate, message);
+  send_to_client(out);
+  io_->close_after_flush();
+}
+
+void session::send_to_client(const std::string& bytes) { io_->send(peer::client, as_bytes(bytes)); }
+void session::send_to_upstream(const std::string& bytes) { io_->send(peer::upstream, as_bytes(bytes)); }
+
+// ---- startup phase -------------------------------------------------------------
+
+void session::on_startup_bytes(bytes data) {
+  if (startup_buffer_.size() + data.size() > target_.limits.startup_bytes_max * 2u) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", "too much data in the startup phase");
+    return;
+  }
+  startup_buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  while (state_ == state::startup && !startup_buffer_.empty()) {
+    const startup_length_result len =
+        decode_startup_length(as_bytes(startup_buffer_), target_.limits.startup_bytes_max);
+    if (len.status == frame_status::need_more) return;
+    if (len.status == frame_status::desync) {
+      ++probe_.client_protocol_errors;
+      fail("08P01", len.error);
+      return;
+    }
+    result<startup_packet> packet = parse_startup(as_bytes(startup_buffer_).first(len.length));
+    if (!packet) {
+      ++probe_.client_protocol_errors;
+      fail("08P01", packet.error().message());
+      return;
+    }
+    const bool more = startup_buffer_.size() > len.length;
+    if (packet->kind == startup_kind::cancel_request)
+      cancel_packet_.assign(startup_buffer_, 0, len.length);
+    startup_buffer_.erase(0, len.length);
+    if (!handle_startup_packet(*packet, more)) return;
+  }
+}
+
+bool session::handle_startup_packet(const startup_packet& packet, bool more_bytes_follow) {
+  switch (packet.kind) {
+    case startup_kind::ssl_request:
+    case startup_kind::gssenc_request: {
+      // Bytes behind an encryption request, sent before our answer, would be
+      // read as if they had been protected by it (CVE-2021-23214): refuse.
+      if (more_bytes_follow) {
+        ++probe_.client_protocol_errors;
+        fail("08P01", "received unencrypted data after SSL request");
+        return false;
+      }
+      // No TLS or GSSAPI encryption yet: 'N' tells the client to go on in plaintext.
+      send_to_client("N");
+      return true;
+    }
+    case startup_kind::cancel_request: {
+      // BackendKeyData comes from the upstream as is, so the request can be
+      // forwarded verbatim. The connection carries nothing else.
+      state_ = state::cancelling;
+      ++probe_.cancels_forwarded;
+      io_->connect_upstream(target_.upstream_address);
+      return false;
+    }
+    case startup_kind::startup:
+      break;
+  }
+  const uint32_t major = packet.protocol >> 16;
+  const uint32_t minor = packet.protocol & 0xffff;
+  if (major != 3) {
+    ++probe_.client_protocol_errors;
+    fail("0A000", "unsupported frontend protocol " + std::to_string(major) + "." +
+                      std::to_string(minor) + ": server supports 3.0 to 3.0");
+    return false;
+  }
+  if (more_bytes_follow) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", "unexpected data after the startup packet");
+    return false;
+  }
+  const std::string* user = packet.find("user");
+  if (user == nullptr || user->empty()) {
+    fail("28000", "no PostgreSQL user name specified in startup packet");
+    return false;
+  }
+  const std::string* replication = packet.find("replication");
+  if (replication != nullptr && strcasecmp(replication->c_str(), "false") != 0 &&
+      strcasecmp(replication->c_str(), "off") != 0 && *replication != "0") {
+    fail("0A000", "replication connections are not supported by the gateway");
+    return false;
+  }
+  std::vector<std::string> unknown_options;
+  for (const auto& [name, value] : packet.parameters)
+    if (name.rfind("_pq_.", 0) == 0) unknown_options.push_back(name);
+  if (minor > 0 || !unknown_options.empty()) {
+    std::string out;
+    append_negotiate_protocol_version(out, unknown_options);
+    send_to_client(out);
+  }
+  startup_ = packet;
+  state_ = state::connecting;
+  io_->connect_upstream(target_.upstream_address);
+  return false;
+}
+
+void session::on_upstream_connected(const status& result) {
+  if (state_ == state::closed) return;
+  if (!result) {
+    AG_WARN("target %s: cannot connect to upstream %s: %s", target_.config.name.c_str(),
+            target_.upstream_address.text.c_str(), result.message().c_str());
+    if (state_ == state::cancelling) {
+      state_ = state::closed;
+      io_->abort();
+      return;
+    }
+    fail("08006", "could not connect to the upstream of target " + target_.config.name);
+    return;
+  }
+  if (state_ == state::cancelling) {
+    send_to_upstream(cancel_packet_);
+    return;  // the server closes the connection when it has read the request
+  }
+  send_upstream_startup();
+  state_ = state::upstream_auth;
+}
+
+void session::send_upstream_startup() {
+  std::vector<std::pair<std::string, std::string>> params;
+  params.emplace_back("user", target_.config.upstream.user);
+  params.emplace_back("database", target_.config.upstream.database);
+  for (const auto& [name, value] : startup_.parameters)
+    if (is_forwarded_parameter(name)) params.emplace_back(name, value);
+  std::string out;
+  append_startup(out, params);
+  send_to_upstream(out);
+}
+
+// ---- upstream login ---------------------------------------------------------------
+
+bool session::on_upstream_login_frame(const frame_header& header, bytes frame) {
+  const bytes body = frame.subspan(header_bytes);
+  switch (header.type) {
+    case 'R':
+      return answer_authentication(body);
+    case 'E': {
+      const error_fields f = parse_error_fields(body);
+      ++probe_.upstream_login_failures;
+      AG_WARN("target %s: upstream %s refused the gateway's login: %s (SQLSTATE %s)",
+              target_.config.name.c_str(), target_.upstream_address.text.c_str(),
+              f.message.c_str(), f.sqlstate.c_str());
+      // The upstream's words may name the gateway's own account: keep them in
+      // the log, tell the client only what class of failure it was.
+      const bool credentials = f.sqlstate.rfind("28", 0) == 0;
+      fail(credentials ? "08006" : (f.sqlstate.size() == 5 ? f.sqlstate.c_str() : "08006"),
+           credentials ? "upstream login failed: the gateway's credentials were refused"
+                       : "upstream login failed: " + f.message);
+      return false;
+    }
+    case 'N':
+      return true;  // notices during login are of no use to the client
+    default:
+      ++probe_.upstream_protocol_errors;
+      fail("08P01", std::string("unexpected message '") + header.type +
+                        "' from the upstream during login");
+      return false;
+  }
+}
+
+bool session::answer_authentication(bytes body) {
+  const uint32_t code = read_u32(body.data());
+  const bytes data = body.subspan(4);
+  const std::string& password = target_.config.upstream.password;
+  std::string out;
+  switch (code) {
+    case 0: {  // AuthenticationOk: the client may go on; the rest is relayed
+      if (scram_ != nullptr) {
+        // The server must have proven it knows the password (SASLFinal).
+        fail("08006", "upstream login failed: the server skipped SCRAM's final message");
+        return false;
+      }
+      state_ = state::relaying;
+      append_authentication_ok(out);
+      send_to_client(out);
+      return true;
+    }
+    case 3: {  // cleartext password
+      std::string body_out;
+      append_cstr(body_out, password);
+      append_frame(out, 'p', body_out);
+      send_to_upstream(out);
+      return true;
+    }
+    case 5: {  // md5
+      if (data.size() != 4) break;
+      const std::string response = md5_password_response(
+          target_.config.upstream.user, password, std::span<const uint8_t, 4>(data.data(), 4));
+      if (response.empty()) {  // MD5 unavailable (FIPS mode)
+        fail("08006", "upstream login failed: md5 authentication is unavailable on the gateway");
+        return false;
+      }
+      std::string body_out;
+      append_cstr(body_out, response);
+      append_frame(out, 'p', body_out);
+      send_to_upstream(out);
+      return true;
+    }
+    case 10: {  // SASL: a list of mechanisms
+      bool scram_offered = false;
+      std::string_view rest = as_view(data);
+      while (!rest.empty()) {
+        const size_t nul = rest.find('\0');
+        if (nul == std::string_view::npos || nul == 0) break;
+        if (rest.substr(0, nul) == "SCRAM-SHA-256") scram_offered = true;
+        rest.remove_prefix(nul + 1);
+      }
+      if (!scram_offered) {
+        fail("08006", "upstream login failed: the server offers no SASL mechanism the gateway supports");
+        return false;
+      }
+      scram_ = std::make_unique<scram_client>(password);
+      const std::string& first = scram_->client_first();
+      std::string body_out;
+      append_cstr(body_out, "SCRAM-SHA-256");
+      append_u32(body_out, static_cast<uint32_t>(first.size()));
+      body_out.append(first);
+      append_frame(out, 'p', body_out);
+      send_to_upstream(out);
+      return true;
+    }
+    case 11: {  // SASLContinue
+      if (scram_ == nullptr) break;
+      result<std::string> final_message = scram_->client_final(as_view(data));
+      if (!final_message) {
+        fail("08006", "upstream login failed: " + final_message.error().message());
+        return false;
+      }
+      append_frame(out, 'p', *final_message);
+      send_to_upstream(out);
+      return true;
+    }
+    case 12: {  // SASLFinal
+      if (scram_ == nullptr) break;
+      const status verified = scram_->verify_server_final(as_view(data));
+      if (!verified) {
+        AG_WARN("target %s: upstream SCRAM verification failed: %s", target_.config.name.c_str(),
+                verified.message().c_str());
+        fail("08006", "upstream login failed: the server could not prove it knows the password");
+        return false;
+      }
+      scram_.reset();
+      return true;
+    }
+    default:
+      fail("08006", "upstream login failed: the server asked for authentication method " +
+                        std::to_string(code) + ", which the gateway does not support");
+      return false;
+  }
+  ++probe_.upstream_protocol_errors;
+  fail("08P01", "malformed authentication request from the upstream");
+  return false;
+}
+
+// ---- relaying ----------------------------------------------------------------------
+
+bool session::on_client_frame(const frame_header& header, bytes frame) {
+  if (const char* error = validate_frontend_body(header.type, frame.subspan(header_bytes))) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", error);
+    return false;
+  }
+  if (header.type == 'p') {
+    // Password and SASL messages belong to the login the gateway already did.
+    ++probe_.client_protocol_errors;
+    fail("08P01", "unexpected authentication message after login");
+    return false;
+  }
+  if (header.type == 'X') client_terminated_ = true;
+  ++probe_.frames_from_client;
+  io_->send(peer::upstream, frame);
+  return true;
+}
+
+bool session::on_upstream_frame(const frame_header& header, bytes frame) {
+  switch (header.type) {
+    case 'R':
+      ++probe_.upstream_protocol_errors;
+      fail("08P01", "unexpected authentication message from the upstream after login");
+      return false;
+    case 'Z':
+      // The first ReadyForQuery ends the login; the session is now idle-timed.
+      io_->set_deadline_ms(target_.limits.idle_timeout_ms);
+      break;
+    case 'E': {
+      const error_fields f = parse_error_fields(frame.subspan(header_bytes));
+      if (f.severity == "FATAL" || f.severity == "PANIC") upstream_sent_fatal_ = true;
+      break;
+    }
+    default:
+      break;
+  }
+  ++probe_.frames_from_upstream;
+  io_->send(peer::client, frame);
+  return true;
+}
+
+void session::on_peer_closed(peer which, const status& reason) {
+  if (state_ == state::closed) return;
+  if (which == peer::client) {
+    // Flush what the client said last (its Terminate) before closing upstream.
+    state_ = state::closed;
+    io_->close_after_flush();
+    return;
+  }
+  if (state_ == state::cancelling) {
+    state_ = state::closed;
+    io_->abort();
+    return;
+  }
+  if (state_ == state::relaying && (client_terminated_ || upstream_sent_fatal_)) {
+    state_ = state::closed;
+    io_->close_after_flush();
+    return;
+  }
+  AG_WARN("target %s: upstream %s closed the connection: %s", target_.config.name.c_str(),
+          target_.upstream_address.text.c_str(), reason.message().c_str());
+  fail("08006", "the upstream server closed the connection unexpectedly");
+}
+
+void session::on_deadline() {
+  switch (state_) {
+    case state::startup:
+      fail("08006", "timeout waiting for the startup packet");
+      return;
+    case state::connecting:
+    case state::upstream_auth:
+      fail("08006", "timeout logging in to the upstream of target " + target_.config.name);
+      return;
+    case state::relaying:
+      fail("57P05", "terminating connection due to idle-session timeout");
+      return;
+    case state::cancelling:
+      state_ = state::closed;
+      io_->abort();
+      return;
+    case state::closed:
+      return;
+  }
+}
+
+// ---- factory ---------------------------------------------------------------------------
+
+std::unique_ptr<session_handler> pg_session_factory::create() {
+  return std::make_unique<session>(target_, probe_);
+}
+
+std::string pg_session_factory::overload_response() const {
+  std::string out;
+  append_error(out, "FATAL", "53300", "sorry, too many clients already");
+  return out;
+}
+
+}  // namespace agentgate::pg
