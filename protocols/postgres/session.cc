@@ -112,9 +112,9 @@ void session::on_data(peer from, std::span<const uint8_t> data) {
       if (target_.limits.idle_timeout_ms > 0) io_->set_deadline_ms(0);
       from_client_.feed(data, *client_sink_);
     } else {
-      // The client must wait for AuthenticationOk before it says anything.
-      ++probe_.client_protocol_errors;
-      fail("08P01", "unexpected data from the client before authentication completed");
+      // A client may pipeline its first messages behind the startup packet
+      // (PostgreSQL reads them after login): hold them, bounded, until then.
+      hold_early_client_bytes(data);
     }
   } else {
     if (state_ == state::cancelling) return;  // servers say nothing to a cancel
@@ -209,11 +209,6 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
                       std::to_string(minor) + ": server supports 3.0 to 3.0");
     return false;
   }
-  if (more_bytes_follow) {
-    ++probe_.client_protocol_errors;
-    fail("08P01", "unexpected data after the startup packet");
-    return false;
-  }
   const std::string* user = packet.find("user");
   if (user == nullptr || user->empty()) {
     fail("28000", "no PostgreSQL user name specified in startup packet");
@@ -235,8 +230,21 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
   }
   startup_ = packet;
   state_ = state::connecting;
-  io_->connect_upstream(target_.upstream_address);
+  if (more_bytes_follow) {
+    hold_early_client_bytes(as_bytes(startup_buffer_));
+    startup_buffer_.clear();
+  }
+  if (state_ == state::connecting) io_->connect_upstream(target_.upstream_address);
   return false;
+}
+
+void session::hold_early_client_bytes(bytes data) {
+  if (early_client_bytes_.size() + data.size() > early_client_bytes_max) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", "too much data from the client before authentication completed");
+    return;
+  }
+  early_client_bytes_.append(reinterpret_cast<const char*>(data.data()), data.size());
 }
 
 void session::on_upstream_connected(const status& result) {
@@ -317,6 +325,11 @@ bool session::answer_authentication(bytes body) {
       state_ = state::relaying;
       append_authentication_ok(out);
       send_to_client(out);
+      if (!early_client_bytes_.empty()) {
+        std::string early;
+        early.swap(early_client_bytes_);
+        if (!from_client_.feed(as_bytes(early), *client_sink_) && state_ == state::closed) return false;
+      }
       return true;
     }
     case 3: {  // cleartext password

@@ -25,6 +25,9 @@ struct target_runtime {
   limits_config limits;
 };
 
+// Bytes a client may pipeline behind its startup packet before the login is done.
+inline constexpr size_t early_client_bytes_max = 1u << 20;
+
 // Per-shard counters for one target. Plain integers: only the shard's thread
 // writes them.
 struct session_probe {
@@ -58,6 +61,7 @@ class session final : public session_handler {
   void on_startup_bytes(bytes data);
   bool handle_startup_packet(const startup_packet& packet, bool more_bytes_follow);
   void send_upstream_startup();
+  void hold_early_client_bytes(bytes data);
 
   // Upstream messages during login.
   bool on_upstream_login_frame(const frame_header& header, bytes frame);
@@ -81,6 +85,7 @@ class session final : public session_handler {
   std::string startup_buffer_;  // the startup phase's bytes, bounded by startup_bytes_max
   startup_packet startup_;      // the client's startup packet
   std::string cancel_packet_;   // a CancelRequest to forward as is
+  std::string early_client_bytes_;  // pipelined behind the startup packet, replayed after login
   std::unique_ptr<scram_client> scram_;
   bool client_terminated_ = false;   // the client sent Terminate
   bool upstream_sent_fatal_ = false; // the upstream already told the client why it is closing

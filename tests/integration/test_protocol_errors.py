@@ -46,6 +46,21 @@ def read_until_closed(sock, reader=None, timeout_s=10):
         raise AssertionError(f"connection still open after {timeout_s}s; got {describe(msgs)}")
 
 
+def read_bytes_until_closed(sock, timeout_s=10):
+    sock.settimeout(timeout_s)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except ConnectionResetError:
+        return data
+    except socket.timeout:
+        raise AssertionError(f"connection still open after {timeout_s}s; got {data[:200]!r}")
+
+
 def describe(msgs):
     out = []
     for t, body in msgs:
@@ -87,13 +102,22 @@ class ProtocolErrorsTest(h.GatewayTestCase):
 
     # (a) bad startup packets -------------------------------------------------
 
-    def test_a_startup_protocol_2(self):
+    def startup_refused(self, data, what):
+        """The gateway answers a bad startup packet with an error (first byte 'E') and
+        closes. PostgreSQL answers protocol 2.0 with a 2.0-style error (no length), so
+        only the first byte is checked, as libpq does."""
         s = h.raw_connect(self.gw.host, self.gw.port)
-        s.sendall(h.startup_message("agent", self.pg.database, protocol=2 << 16))
-        msgs, how = read_until_closed(s)
+        s.sendall(data)
+        got = read_bytes_until_closed(s)
         s.close()
-        fields = self.assert_error_then_close(msgs, how, what="protocol 2.0 startup")
-        self.assertIn(fields.get("S"), ("FATAL", "ERROR"))
+        self.assertTrue(got, f"{what}: closed without an error")
+        self.assertEqual(got[:1], b"E", f"{what}: expected an error first, got {got[:80]!r}")
+        self.gw.assert_alive()
+        return got
+
+    def test_a_startup_protocol_2(self):
+        self.startup_refused(h.startup_message("agent", self.pg.database, protocol=2 << 16),
+                             "protocol 2.0 startup")
 
     def test_a_startup_bad_lengths(self):
         cases = {
@@ -106,19 +130,12 @@ class ProtocolErrorsTest(h.GatewayTestCase):
         }
         for name, data in cases.items():
             with self.subTest(case=name):
-                s = h.raw_connect(self.gw.host, self.gw.port)
-                s.sendall(data)
-                msgs, how = read_until_closed(s)
-                s.close()
-                self.assert_error_then_close(msgs, how, what=name)
+                self.startup_refused(data, name)
 
     def test_a_startup_unterminated_parameters(self):
         body = struct.pack("!I", 3 << 16) + b"user\0agent\0database"  # no terminators
-        s = h.raw_connect(self.gw.host, self.gw.port)
-        s.sendall(struct.pack("!I", len(body) + 4) + body)
-        msgs, how = read_until_closed(s)
-        s.close()
-        self.assert_error_then_close(msgs, how, what="unterminated startup parameters")
+        self.startup_refused(struct.pack("!I", len(body) + 4) + body,
+                             "unterminated startup parameters")
 
     # (b) SSLRequest ---------------------------------------------------------
 
