@@ -108,6 +108,11 @@ int run_server(const std::string& config_path) {
 
   // Bind every listener before any shard starts, so a port in use is a
   // config error at start and clients queue in the backlog meanwhile.
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (const status free = io::check_address_free(listen_addresses[i]); !free)
+      return config_error("targets[" + std::to_string(i) + "].listen: " + free.message() + " (" +
+                          listen_addresses[i].text + ")");
+  }
   std::vector<std::vector<io::listener_spec>> shard_listeners(shard_count);
   std::vector<std::vector<std::unique_ptr<pg::pg_session_factory>>> factories(shard_count);
   for (unsigned s = 0; s < shard_count; ++s) {

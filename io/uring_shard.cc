@@ -222,6 +222,18 @@ result<int> make_listener(const net_address& address, int backlog) {
   return fd;
 }
 
+status check_address_free(const net_address& address) {
+  const int fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {errc::io, "socket: " + errno_text(errno)};
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const int rc = bind(fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length);
+  const int err = errno;
+  close(fd);
+  if (rc == 0) return status::ok();
+  return {errc::io, err == EADDRINUSE ? "address in use" : "bind: " + errno_text(err)};
+}
+
 // ---- shard set-up ---------------------------------------------------------------------
 
 uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,

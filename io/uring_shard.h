@@ -36,6 +36,11 @@ status probe_io_uring();
 // A listening TCP socket with SO_REUSEPORT, so every shard can have its own.
 result<int> make_listener(const net_address& address, int backlog);
 
+// Whether nothing else listens on address. SO_REUSEPORT would let our bind
+// join another process's group on the same port silently, so this binds once
+// without it.
+status check_address_free(const net_address& address);
+
 struct listener_spec {
   int fd = -1;                          // owned by the shard from run() on
   session_factory* factory = nullptr;   // owned by the caller, used only by this shard

@@ -671,51 +671,46 @@ class WireReader:
         self.buf += data
         return True
 
-    def read_byte(self):
-        while len(self.buf) - self.pos < 1:
+    def _need(self, n):
+        """True once n unread bytes are buffered; False at EOF. May move self.pos."""
+        while len(self.buf) - self.pos < n:
             if not self._fill():
-                return None
-        b = self.buf[self.pos:self.pos + 1]
+                return False
+        return True
+
+    def read_byte(self):
+        if not self._need(1):
+            return None
+        b = bytes(self.buf[self.pos:self.pos + 1])
         self.pos += 1
-        return bytes(b)
+        return b
+
+    def _next(self, counts=None):
+        if not self._need(5):
+            return None
+        t = chr(self.buf[self.pos])
+        (length,) = struct.unpack_from("!I", self.buf, self.pos + 1)
+        if length < 4 or length > (1 << 30):
+            raise AssertionError(f"bad backend message length {length} for type {t!r}")
+        if not self._need(1 + length):
+            return None
+        start = self.pos + 5
+        end = self.pos + 1 + length
+        self.pos = end
+        if counts is not None:
+            counts[t] = counts.get(t, 0) + 1
+            if t == "D":
+                return t, None
+        return t, bytes(self.buf[start:end])
 
     def read_message(self):
         """(type char, body bytes), or None at EOF before a whole message."""
-        while len(self.buf) - self.pos < 5:
-            if not self._fill():
-                return None
-        t = chr(self.buf[self.pos])
-        (length,) = struct.unpack_from("!I", self.buf, self.pos + 1)
-        if length < 4 or length > (1 << 30):
-            raise AssertionError(f"bad backend message length {length} for type {t!r}")
-        end = self.pos + 1 + length
-        while len(self.buf) < end:
-            if not self._fill():
-                return None
-        body = bytes(self.buf[self.pos + 5:end])
-        self.pos = end
-        return t, body
+        return self._next()
 
     def skip_message_counting(self, counts):
-        """Like read_message but only counts message types; returns (type, body or None).
-
-        Bodies of DataRow ('D') messages are not copied, to stream big results cheaply.
-        """
-        while len(self.buf) - self.pos < 5:
-            if not self._fill():
-                return None
-        t = chr(self.buf[self.pos])
-        (length,) = struct.unpack_from("!I", self.buf, self.pos + 1)
-        if length < 4 or length > (1 << 30):
-            raise AssertionError(f"bad backend message length {length} for type {t!r}")
-        end = self.pos + 1 + length
-        while len(self.buf) < end:
-            if not self._fill():
-                return None
-        counts[t] = counts.get(t, 0) + 1
-        body = None if t == "D" else bytes(self.buf[self.pos + 5:end])
-        self.pos = end
-        return t, body
+        """Like read_message but counts message types in counts; DataRow ('D')
+        bodies are not copied (returned as None), to stream big results cheaply."""
+        return self._next(counts)
 
     def read_until_eof(self, timeout_s=10):
         """All remaining messages until the peer closes; raises on timeout."""
