@@ -94,6 +94,57 @@ class UpstreamAuthTest(h.unittest.TestCase):
         self.assertIn("could not connect", fields["M"])
 
 
+class TimeoutTest(h.unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = h.PostgresServer().__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.__exit__(None, None, None)
+
+    def test_idle_timeout(self):
+        with h.Agentgate(self.pg, limits={"idle_timeout_ms": 300}) as gw:
+            s, r, _ = h.raw_login(gw.host, gw.port)
+            s.sendall(h.query_message("SELECT pg_sleep(0.6)"))  # busy, not idle: survives
+            types = []
+            while "Z" not in types:
+                types.append(r.read_message()[0])
+            self.assertNotIn("E", types)
+            msgs = r.read_until_eof(timeout_s=5)  # now idle: ended after 300 ms
+            s.close()
+        self.assertEqual(len(msgs), 1, msgs)
+        fields = h.error_fields(msgs[0][1])
+        self.assertEqual((fields["S"], fields["C"]), ("FATAL", "57P05"))
+
+    def test_connect_timeout(self):
+        # A listener whose backlog is full and never accepts: SYNs are dropped,
+        # so the gateway's connect hangs until connect_timeout_ms.
+        black_hole = socket.socket()
+        black_hole.bind((h.LOOPBACK, 0))
+        black_hole.listen(0)
+        fillers = []
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(black_hole.getsockname())
+            fillers.append(c)
+        real = self.pg.port
+        self.pg.port = black_hole.getsockname()[1]
+        try:
+            with h.Agentgate(self.pg, limits={"connect_timeout_ms": 500}) as gw:
+                fields = login_error(gw)
+                log = gw.stderr_text()
+        finally:
+            self.pg.port = real
+            for c in fillers:
+                c.close()
+            black_hole.close()
+        self.assertEqual(fields["C"], "08006")
+        self.assertIn("could not connect", fields["M"])
+        self.assertIn("connect timed out", log)
+
+
 class FakeUpstream:
     """A PostgreSQL impostor: trust login, then answers the first Query with
     the bytes given (e.g. a frame with a bad type), then waits."""
