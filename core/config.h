@@ -9,6 +9,8 @@
 
 namespace agentgate {
 
+enum class upstream_tls_mode { disable, require, verify_full };
+
 struct upstream_config {
   std::string host;          // name or address; resolved once at start
   uint16_t port = 5432;
@@ -16,9 +18,13 @@ struct upstream_config {
   std::string password_file; // path as configured
   std::string password;      // contents of password_file, trailing newline stripped
   std::string database;
+  upstream_tls_mode tls = upstream_tls_mode::disable;
+  std::string ca_file;       // for verify_full; empty: the system's CA store
 };
 
-enum class client_auth_mode { trust };
+// trust: anyone who can connect (loopback tests, demos). jwt: the client's
+// password is an OIDC JWT verified against identity.issuers.
+enum class client_auth_mode { trust, jwt };
 
 struct target_config {
   std::string name;
@@ -27,6 +33,33 @@ struct target_config {
   uint16_t listen_port = 0;
   upstream_config upstream;
   client_auth_mode client_auth = client_auth_mode::trust;
+  // Accept the JWT over a plaintext connection (loopback tests only).
+  bool allow_plaintext_auth = false;
+};
+
+struct tls_config {
+  std::string cert;  // PEM certificate chain; empty: no TLS for clients
+  std::string key;   // PEM private key
+};
+
+struct issuer_config {
+  std::string issuer;             // must equal the token's iss
+  std::string audience;           // must be in the token's aud (string or array)
+  std::string jwks_file;          // JWKS document on disk (read at start and on SIGHUP)
+  std::string jwks_uri;           // optional: fetched over HTTPS, off the data path
+  uint32_t jwks_refresh_s = 300;  // how often jwks_uri is fetched
+  std::string jwks_ca_file;       // CA bundle for jwks_uri; empty: the system's store
+  std::string groups_claim = "groups";
+};
+
+enum class token_expiry_action { terminate, ignore };
+
+struct identity_config {
+  std::vector<issuer_config> issuers;
+  uint32_t leeway_s = 60;               // clock skew allowed on exp / nbf / iat
+  uint32_t token_bytes_max = 8192;      // longer tokens are refused unparsed
+  uint32_t cache_entries_max = 10000;   // verified tokens cached per shard
+  token_expiry_action on_expiry = token_expiry_action::terminate;
 };
 
 struct limits_config {
@@ -50,6 +83,8 @@ struct gateway_config {
   uint32_t shards = 0;                         // 0: one per online CPU
   std::string log_level = "info";
   std::vector<target_config> targets;
+  tls_config tls;
+  identity_config identity;
   limits_config limits;
   io_config io;
 };
