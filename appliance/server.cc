@@ -125,7 +125,7 @@ int run_server(const std::string& config_path) {
                             " (" + listen_addresses[i].text + ")");
       }
       factories[s].push_back(std::make_unique<pg::pg_session_factory>(targets[i]));
-      shard_listeners[s].push_back({*fd, factories[s].back().get()});
+      shard_listeners[s].push_back({*fd, factories[s].back().get(), &targets[i].config});
     }
   }
 
@@ -141,10 +141,14 @@ int run_server(const std::string& config_path) {
   std::atomic<int> failed{0};
   std::atomic<unsigned> ready{0};
   std::vector<std::unique_ptr<io::uring_shard>> shards;
+  io::shard_group group;
   std::vector<std::thread> threads;
+  for (unsigned s = 0; s < shard_count; ++s) group.shards.push_back(nullptr);
   for (unsigned s = 0; s < shard_count; ++s) {
     const int cpu = config.io.pin_threads ? static_cast<int>(s % cpus) : -1;
-    shards.push_back(std::make_unique<io::uring_shard>(s, cpu, config, std::move(shard_listeners[s])));
+    shards.push_back(
+        std::make_unique<io::uring_shard>(s, cpu, config, std::move(shard_listeners[s]), group));
+    group.shards[s] = shards.back().get();
   }
   for (unsigned s = 0; s < shard_count; ++s) {
     threads.emplace_back([&, s] {

@@ -55,6 +55,21 @@ class session_io {
 
   // The client's address as text, for logs.
   virtual const std::string& client_address() const = 0;
+
+  // TLS. The handler answers an SSLRequest with 'S' through send() and then
+  // calls start_client_tls(): every byte after that is TLS. False (and
+  // nothing changes) when no certificate is configured.
+  virtual bool client_tls_available() const = 0;
+  virtual status start_client_tls() = 0;
+  // After the upstream answered 'S' to the handler's SSLRequest; uses the
+  // target's upstream.tls and ca_file. Bytes sent from now on are encrypted
+  // (held until the handshake is done).
+  virtual status start_upstream_tls() = 0;
+  virtual bool tls_active(peer which) const = 0;
+  virtual std::string tls_description(peer which) const = 0;
+
+  // The shard this session runs on.
+  virtual class shard_services& shard() = 0;
 };
 
 class session_handler {

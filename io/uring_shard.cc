@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <fstream>
 
 #include "core/log.h"
+#include "io/tls_channel.h"
 
 namespace agentgate::io {
 namespace {
@@ -28,7 +31,9 @@ enum op : uint64_t {
   op_recv = 2,
   op_send = 3,
   op_connect = 4,
+  op_wake = 5,     // the shard's eventfd: another shard posted to our inbox
 };
+constexpr size_t inbox_capacity = 1024;
 constexpr uint64_t op_mask = 0x7;
 constexpr uint64_t side_bit = 0x8;
 constexpr uint64_t ignored_user_data = 0;  // cancels and link timeouts
@@ -80,6 +85,8 @@ void set_nodelay(int fd) {
 struct uring_shard::listener {
   int fd = -1;
   session_factory* factory = nullptr;
+  const target_config* target = nullptr;
+  size_t index = 0;
   bool armed = false;
 } __attribute__((aligned(16)));
 
@@ -93,11 +100,13 @@ struct uring_shard::connection final : session_io {
     bool recv_armed = false;
     bool recv_paused = false;       // back-pressure from the other side
     bool eof = false;
+    std::unique_ptr<tls_channel> tls;  // set once TLS starts on this side
 
     size_t unsent() const { return pending.size() + inflight.size() - inflight_offset; }
   };
 
-  uring_shard* shard = nullptr;
+  uring_shard* owner = nullptr;
+  const listener* origin = nullptr;  // null for outbound-only sessions
   std::unique_ptr<session_handler> handler;
   side_state sides[2];
   int ops_in_flight = 0;
@@ -107,7 +116,7 @@ struct uring_shard::connection final : session_io {
   bool connecting = false;
   bool in_graveyard = false;
   uint64_t deadline_ms = 0;
-  size_t index = 0;       // in shard->connections_
+  size_t index = 0;       // in owner->connections_
   std::string client_addr;
   __kernel_timespec connect_timeout{};
 
@@ -117,34 +126,75 @@ struct uring_shard::connection final : session_io {
     if (closed || bytes.empty()) return;
     side_state& s = side(to);
     if (s.fd < 0) return;
-    s.pending.insert(s.pending.end(), bytes.begin(), bytes.end());
-    shard->mark_dirty(*this);
-    if (s.unsent() > shard->config_.limits.unsent_bytes_max) shard->pause_recv(*this, other(to));
+    if (s.tls != nullptr) {
+      if (status st = s.tls->write(bytes, s.pending); !st) {
+        AG_WARN("%s: %s", peer_name(to), st.message().c_str());
+        owner->finalize(*this);
+        return;
+      }
+    } else {
+      s.pending.insert(s.pending.end(), bytes.begin(), bytes.end());
+    }
+    owner->mark_dirty(*this);
+    if (s.unsent() > owner->config_.limits.unsent_bytes_max) owner->pause_recv(*this, other(to));
   }
 
   void connect_upstream(const net_address& address) override {
     if (closed || connecting || side(peer::upstream).fd >= 0) return;
-    shard->start_connect(*this, address);
+    owner->start_connect(*this, address);
   }
 
   void close_after_flush() override {
     if (closed || closing) return;
     closing = true;
-    shard->pause_recv(*this, peer::client);
-    shard->pause_recv(*this, peer::upstream);
-    shard->maybe_finish_close(*this);
+    owner->pause_recv(*this, peer::client);
+    owner->pause_recv(*this, peer::upstream);
+    owner->maybe_finish_close(*this);
   }
 
   void abort() override {
     if (closed) return;
-    shard->finalize(*this);
+    owner->finalize(*this);
   }
 
   void set_deadline_ms(uint32_t ms) override {
-    deadline_ms = ms == 0 ? 0 : shard->now_ms_ + ms;
+    deadline_ms = ms == 0 ? 0 : owner->now_ms_ + ms;
   }
 
   const std::string& client_address() const override { return client_addr; }
+
+  bool client_tls_available() const override { return owner->server_tls_ != nullptr; }
+
+  status start_client_tls() override {
+    auto& s = side(peer::client);
+    if (owner->server_tls_ == nullptr) return {errc::unsupported, "no TLS certificate configured"};
+    if (s.tls != nullptr) return {errc::protocol, "TLS already started"};
+    s.tls = tls_channel::server(owner->server_tls_);
+    if (s.tls == nullptr) return {errc::io, "cannot create a TLS session"};
+    return status::ok();
+  }
+
+  status start_upstream_tls() override {
+    auto& s = side(peer::upstream);
+    SSL_CTX* ctx = origin != nullptr ? owner->upstream_tls_[origin->index] : nullptr;
+    if (ctx == nullptr) return {errc::unsupported, "upstream TLS is not configured for this target"};
+    if (s.tls != nullptr) return {errc::protocol, "TLS already started"};
+    const upstream_config& up = origin->target->upstream;
+    s.tls = tls_channel::client(ctx, up.host, up.tls == upstream_tls_mode::verify_full);
+    if (s.tls == nullptr) return {errc::io, "cannot create a TLS session"};
+    status st = s.tls->start(s.pending);
+    owner->mark_dirty(*this);
+    return st;
+  }
+
+  bool tls_active(peer which) const override { return sides[index_of(which)].tls != nullptr; }
+
+  std::string tls_description(peer which) const override {
+    const auto& tls = sides[index_of(which)].tls;
+    return tls == nullptr ? "plaintext" : tls->description();
+  }
+
+  class shard_services& shard() override { return *owner; }
 } __attribute__((aligned(16)));
 
 // ---- probing and listeners ------------------------------------------------------------
@@ -237,14 +287,22 @@ status check_address_free(const net_address& address) {
 // ---- shard set-up ---------------------------------------------------------------------
 
 uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,
-                         std::vector<listener_spec> listeners)
-    : shard_id_(shard_id), cpu_(cpu), config_(config) {
+                         std::vector<listener_spec> listeners, const shard_group& group)
+    : shard_id_(shard_id), cpu_(cpu), config_(config), group_(group) {
   for (const listener_spec& spec : listeners) {
     auto l = std::make_unique<listener>();
     l->fd = spec.fd;
     l->factory = spec.factory;
+    l->target = spec.target;
+    l->index = listeners_.size();
     listeners_.push_back(std::move(l));
   }
+  upstream_tls_.assign(listeners_.size(), nullptr);
+  // Queues are made here, before any thread runs, so senders never race their creation.
+  const size_t senders = group.shards.empty() ? 2 : group.shards.size() + 1;
+  for (size_t i = 0; i < senders; ++i)
+    inboxes_.push_back(std::make_unique<spsc_queue<std::unique_ptr<shard_task>>>(inbox_capacity));
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
 uring_shard::~uring_shard() {
@@ -255,6 +313,9 @@ uring_shard::~uring_shard() {
   }
   for (auto& l : listeners_)
     if (l->fd >= 0) close(l->fd);
+  if (wake_fd_ >= 0) close(wake_fd_);
+  SSL_CTX_free(server_tls_);
+  for (SSL_CTX* ctx : upstream_tls_) SSL_CTX_free(ctx);
   if (ring_ready_) io_uring_queue_exit(&ring_);
   if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
   free(buffers_);
@@ -303,7 +364,86 @@ status uring_shard::init() {
   for (uint32_t i = 0; i < entries; ++i)
     io_uring_buf_ring_add(buf_ring_, buffers_ + i * buffer_bytes, buffer_bytes, i, mask, i);
   io_uring_buf_ring_advance(buf_ring_, entries);
+
+  if (wake_fd_ < 0) return {errc::io, "eventfd: " + errno_text(errno)};
+  if (!config_.tls.cert.empty()) {
+    result<SSL_CTX*> ctx = make_server_tls_context(config_.tls.cert, config_.tls.key);
+    if (!ctx) return ctx.error();
+    server_tls_ = *ctx;
+  }
+  for (const auto& l : listeners_) {
+    const upstream_config& up = l->target->upstream;
+    if (up.tls == upstream_tls_mode::disable) continue;
+    result<SSL_CTX*> ctx = make_client_tls_context(up.tls == upstream_tls_mode::verify_full, up.ca_file);
+    if (!ctx) return ctx.error();
+    upstream_tls_[l->index] = *ctx;
+  }
   return status::ok();
+}
+
+bool uring_shard::push(int sender, std::unique_ptr<shard_task> task) {
+  if (!inboxes_[sender]->push(std::move(task))) return false;
+  wake();
+  return true;
+}
+
+void uring_shard::wake() {
+  const uint64_t one = 1;
+  ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
+  (void)ignored;
+}
+
+bool uring_shard::post(int target, std::unique_ptr<shard_task> task) {
+  if (target < 0 || target >= shard_count()) return false;
+  if (target == shard_id_) return push(shard_id_, std::move(task));
+  return group_.shards[target]->push(shard_id_, std::move(task));
+}
+
+bool uring_shard::post_from_control(std::unique_ptr<shard_task> task) {
+  return push(static_cast<int>(inboxes_.size()) - 1, std::move(task));
+}
+
+void uring_shard::set_server_tls_context(SSL_CTX* ctx) {
+  // Sessions already in TLS hold their own reference to the old context.
+  SSL_CTX_free(server_tls_);
+  server_tls_ = ctx;
+}
+
+void uring_shard::arm_wake() {
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_poll_multishot(sqe, wake_fd_, POLLIN);
+  io_uring_sqe_set_data64(sqe, op_wake);
+  wake_armed_ = true;
+}
+
+void uring_shard::drain_inboxes() {
+  for (auto& inbox : inboxes_) {
+    // Bounded per pass so one busy sender cannot starve the ring.
+    for (size_t i = 0; i < inbox_capacity; ++i) {
+      std::optional<std::unique_ptr<shard_task>> task = inbox->pop();
+      if (!task) break;
+      (*task)->run(*this);
+    }
+  }
+}
+
+uring_shard::connection* uring_shard::new_connection(int client_fd, const listener* from) {
+  auto* c = new connection();
+  c->owner = this;
+  c->origin = from;
+  c->sides[index_of(peer::client)].fd = client_fd;
+  c->index = connections_.size();
+  connections_.push_back(c);
+  ++probe_.sessions_open;
+  return c;
+}
+
+void uring_shard::start_outbound(std::unique_ptr<session_handler> handler) {
+  connection* c = new_connection(-1, nullptr);
+  c->client_addr = "gateway";
+  c->handler = std::move(handler);
+  c->handler->on_start(*c);
+  if (!c->closed && c->side(peer::upstream).fd < 0 && !c->connecting) finalize(*c);
 }
 
 io_uring_sqe* uring_shard::get_sqe() {
@@ -444,6 +584,13 @@ void uring_shard::handle_cqe(const io_uring_cqe& cqe) {
     case op_connect:
       on_connect(*static_cast<connection*>(owner), cqe);
       break;
+    case op_wake: {
+      uint64_t value = 0;
+      ssize_t ignored = ::read(wake_fd_, &value, sizeof(value));
+      (void)ignored;
+      if (!(cqe.flags & IORING_CQE_F_MORE)) wake_armed_ = false;
+      break;
+    }
     default:
       assert(false);
   }
@@ -466,15 +613,10 @@ void uring_shard::on_accept(listener& l, const io_uring_cqe& cqe) {
     return;
   }
   set_nodelay(fd);
-  auto* c = new connection();
-  c->shard = this;
-  c->sides[index_of(peer::client)].fd = fd;
+  connection* c = new_connection(fd, &l);
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   c->client_addr = getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 ? address_text(ss) : "?";
-  c->index = connections_.size();
-  connections_.push_back(c);
-  ++probe_.sessions_open;
   c->handler = l.factory->create();
   c->handler->on_start(*c);
   arm_recv(*c, peer::client);
@@ -492,7 +634,7 @@ void uring_shard::on_recv(connection& c, peer side, const io_uring_cqe& cqe) {
     if (cqe.res > 0 && !c.closed) {
       (side == peer::client ? probe_.bytes_from_client : probe_.bytes_from_upstream) += cqe.res;
       const uint8_t* data = buffers_ + size_t{bid} * config_.io.recv_buffer_bytes;
-      c.handler->on_data(side, {data, static_cast<size_t>(cqe.res)});
+      deliver(c, side, {data, static_cast<size_t>(cqe.res)});
     }
     recycle_buffer(bid);
   }
@@ -516,6 +658,26 @@ void uring_shard::on_recv(connection& c, peer side, const io_uring_cqe& cqe) {
     } else {
       arm_recv(c, side);  // a multishot recv may end at any time; carry on unless paused
     }
+  }
+}
+
+void uring_shard::deliver(connection& c, peer side, std::span<const uint8_t> data) {
+  auto& s = c.side(side);
+  if (s.tls == nullptr) {
+    c.handler->on_data(side, data);
+    return;
+  }
+  // Keep the channel alive even if the handler closes the session meanwhile.
+  tls_channel& tls = *s.tls;
+  const size_t before = s.pending.size();
+  const status st = tls.feed(data, s.pending, [&](std::span<const uint8_t> plain) {
+    if (!c.closed) c.handler->on_data(side, plain);
+  });
+  if (s.pending.size() != before) mark_dirty(c);
+  if (!st && !c.closed) {
+    AG_INFO("%s %s: %s", peer_name(side), c.client_addr.c_str(), st.message().c_str());
+    c.handler->on_peer_closed(side, st);
+    if (!c.closed) finalize(c);
   }
 }
 
@@ -639,6 +801,7 @@ void uring_shard::shutdown_all() {
 
 void uring_shard::run(const std::atomic<bool>& stop) {
   for (auto& l : listeners_) arm_accept(*l);
+  arm_wake();
   now_ms_ = monotonic_ms();
   bool stopping = false;
   uint64_t stop_deadline_ms = 0;
@@ -670,7 +833,9 @@ void uring_shard::run(const std::atomic<bool>& stop) {
     if (!stopping) {
       for (auto& l : listeners_)
         if (!l->armed) arm_accept(*l);
+      if (!wake_armed_) arm_wake();
     }
+    drain_inboxes();
     after_batch();
     if (now_ms_ - last_deadline_scan_ms_ >= deadline_scan_interval_ms) {
       last_deadline_scan_ms_ = now_ms_;

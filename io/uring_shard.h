@@ -23,8 +23,12 @@
 #include <string>
 #include <vector>
 
+#include <openssl/ssl.h>
+
 #include "core/config.h"
 #include "core/session.h"
+#include "core/shard.h"
+#include "core/spsc_queue.h"
 #include "core/status.h"
 
 namespace agentgate::io {
@@ -44,6 +48,15 @@ status check_address_free(const net_address& address);
 struct listener_spec {
   int fd = -1;                          // owned by the shard from run() on
   session_factory* factory = nullptr;   // owned by the caller, used only by this shard
+  const target_config* target = nullptr;
+};
+
+class uring_shard;
+
+// All shards of the process, so that each can post to the others' inboxes.
+// Built before any shard runs and never changed after.
+struct shard_group {
+  std::vector<uring_shard*> shards;
 };
 
 struct shard_probe {
@@ -56,9 +69,10 @@ struct shard_probe {
   uint64_t buffer_exhausted = 0;
 };
 
-class uring_shard {
+class uring_shard final : public shard_services {
  public:
-  uring_shard(int shard_id, int cpu, const gateway_config& config, std::vector<listener_spec> listeners);
+  uring_shard(int shard_id, int cpu, const gateway_config& config, std::vector<listener_spec> listeners,
+              const shard_group& group);
   ~uring_shard();
   uring_shard(const uring_shard&) = delete;
   uring_shard& operator=(const uring_shard&) = delete;
@@ -69,6 +83,17 @@ class uring_shard {
   void run(const std::atomic<bool>& stop);
 
   const shard_probe& probe() const { return probe_; }
+
+  // shard_services
+  int shard_id() const override { return shard_id_; }
+  int shard_count() const override { return static_cast<int>(group_.shards.size()); }
+  bool post(int target, std::unique_ptr<shard_task> task) override;
+  void start_outbound(std::unique_ptr<session_handler> handler) override;
+
+  // From the control plane (main thread): queues a task for this shard.
+  bool post_from_control(std::unique_ptr<shard_task> task);
+  // Replaces the client TLS context; the shard takes the reference. Shard thread only.
+  void set_server_tls_context(SSL_CTX* ctx);
 
   struct connection;
   struct listener;
@@ -93,15 +118,29 @@ class uring_shard {
   void on_recv(connection& c, peer side, const io_uring_cqe& cqe);
   void on_send(connection& c, peer side, const io_uring_cqe& cqe);
   void on_connect(connection& c, const io_uring_cqe& cqe);
+  void deliver(connection& c, peer side, std::span<const uint8_t> data);
   void recycle_buffer(uint16_t bid);
   void after_batch();
   void check_deadlines();
   void shutdown_all();
+  bool push(int sender, std::unique_ptr<shard_task> task);
+  void wake();
+  void arm_wake();
+  void drain_inboxes();
+  connection* new_connection(int client_fd, const listener* from);
 
   const int shard_id_;
   const int cpu_;
   const gateway_config& config_;
+  const shard_group& group_;
   std::vector<std::unique_ptr<listener>> listeners_;
+  // inboxes_[sender]: one queue per other shard, plus one for the control plane (last).
+  std::vector<std::unique_ptr<spsc_queue<std::unique_ptr<shard_task>>>> inboxes_;
+  int wake_fd_ = -1;
+  uint64_t wake_value_ = 0;
+  bool wake_armed_ = false;
+  SSL_CTX* server_tls_ = nullptr;                 // null: no TLS for clients
+  std::vector<SSL_CTX*> upstream_tls_;            // per listener; null: upstream.tls disabled
   io_uring ring_{};
   bool ring_ready_ = false;
 
