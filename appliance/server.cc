@@ -115,6 +115,12 @@ int run_server(const std::string& config_path) {
   }
   std::vector<std::vector<io::listener_spec>> shard_listeners(shard_count);
   std::vector<std::vector<std::unique_ptr<pg::pg_session_factory>>> factories(shard_count);
+  pg::cancel_directory cancels;
+  std::vector<pg::shard_context> contexts(shard_count);
+  for (unsigned s = 0; s < shard_count; ++s) {
+    cancels.per_shard.push_back(std::make_unique<pg::cancel_registry>(s));
+    contexts[s].cancels = &cancels;
+  }
   for (unsigned s = 0; s < shard_count; ++s) {
     for (size_t i = 0; i < targets.size(); ++i) {
       result<int> fd = io::make_listener(listen_addresses[i], listen_backlog);
@@ -124,7 +130,7 @@ int run_server(const std::string& config_path) {
         return config_error("targets[" + std::to_string(i) + "].listen: " + fd.error().message() +
                             " (" + listen_addresses[i].text + ")");
       }
-      factories[s].push_back(std::make_unique<pg::pg_session_factory>(targets[i]));
+      factories[s].push_back(std::make_unique<pg::pg_session_factory>(targets[i], contexts[s]));
       shard_listeners[s].push_back({*fd, factories[s].back().get(), &targets[i].config});
     }
   }

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstring>
+#include <ctime>
 
 #include "core/log.h"
 
@@ -30,6 +31,12 @@ bytes as_bytes(const std::string& s) {
 
 std::string_view as_view(bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
+int64_t now_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return ts.tv_sec;
+}
+
 }  // namespace
 
 // ---- sinks: adapt frame_stream callbacks to the session's handlers ---------
@@ -37,7 +44,10 @@ std::string_view as_view(bytes b) { return {reinterpret_cast<const char*>(b.data
 class session::client_sink final : public frame_sink {
  public:
   explicit client_sink(session& s) : s_(s) {}
-  bool on_frame(const frame_header& h, bytes frame) override { return s_.on_client_frame(h, frame); }
+  bool on_frame(const frame_header& h, bytes frame) override {
+    if (s_.state_ == state::client_auth) return s_.on_client_login_frame(h, frame);
+    return s_.on_client_frame(h, frame);
+  }
   bool on_frame_piece(const frame_header& h, bytes piece, bool first, bool last) override {
     // Only CopyData streams from the client; its content is opaque.
     if (s_.state_ != state::relaying) {
@@ -86,15 +96,19 @@ class session::upstream_sink final : public frame_sink {
 
 // ---- lifecycle ---------------------------------------------------------------
 
-session::session(const target_runtime& target, session_probe& probe)
+session::session(const target_runtime& target, session_probe& probe, const shard_context& shard)
     : target_(target),
       probe_(probe),
+      shard_(shard),
       from_client_(direction::frontend, target.limits.frame_bytes_max),
       from_upstream_(direction::backend, target.limits.frame_bytes_max),
       client_sink_(std::make_unique<client_sink>(*this)),
       upstream_sink_(std::make_unique<upstream_sink>(*this)) {}
 
-session::~session() = default;
+session::~session() {
+  if (minted_pid_ != 0 && shard_.cancels != nullptr && io_ != nullptr)
+    shard_.cancels->per_shard[io_->shard().shard_id()]->remove(minted_pid_);
+}
 
 void session::on_start(session_io& io) {
   io_ = &io;
@@ -111,13 +125,16 @@ void session::on_data(peer from, std::span<const uint8_t> data) {
       // The client spoke: the session is busy until the next ReadyForQuery.
       if (target_.limits.idle_timeout_ms > 0) io_->set_deadline_ms(0);
       from_client_.feed(data, *client_sink_);
+    } else if (state_ == state::client_auth) {
+      from_client_.feed(data, *client_sink_);
     } else {
       // A client may pipeline its first messages behind the startup packet
       // (PostgreSQL reads them after login): hold them, bounded, until then.
       hold_early_client_bytes(data);
     }
+  } else if (state_ == state::upstream_tls) {
+    on_upstream_tls_answer(data);
   } else {
-    if (state_ == state::cancelling) return;  // servers say nothing to a cancel
     from_upstream_.feed(data, *upstream_sink_);
   }
 }
@@ -168,8 +185,6 @@ void session::on_startup_bytes(bytes data) {
       return;
     }
     const bool more = startup_buffer_.size() > len.length;
-    if (packet->kind == startup_kind::cancel_request)
-      cancel_packet_.assign(startup_buffer_, 0, len.length);
     startup_buffer_.erase(0, len.length);
     if (!handle_startup_packet(*packet, more)) return;
   }
@@ -186,16 +201,30 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
         fail("08P01", "received unencrypted data after SSL request");
         return false;
       }
-      // No TLS or GSSAPI encryption yet: 'N' tells the client to go on in plaintext.
-      send_to_client("N");
+      if (io_->tls_active(peer::client)) {
+        ++probe_.client_protocol_errors;
+        fail("08P01", "encryption request inside an encrypted connection");
+        return false;
+      }
+      // GSSAPI encryption is not offered; TLS is when a certificate is configured.
+      if (packet.kind == startup_kind::gssenc_request || !io_->client_tls_available()) {
+        send_to_client("N");
+        return true;
+      }
+      send_to_client("S");
+      if (const status st = io_->start_client_tls(); !st) {
+        fail("08006", "cannot start TLS: " + st.message());
+        return false;
+      }
       return true;
     }
     case startup_kind::cancel_request: {
-      // BackendKeyData comes from the upstream as is, so the request can be
-      // forwarded verbatim. The connection carries nothing else.
-      state_ = state::cancelling;
+      // The connection carries nothing else; the owner shard does the rest.
       ++probe_.cancels_forwarded;
-      io_->connect_upstream(target_.upstream_address);
+      state_ = state::closed;
+      if (shard_.cancels != nullptr)
+        route_cancel(io_->shard(), *shard_.cancels, packet.cancel_pid, packet.cancel_key);
+      io_->abort();
       return false;
     }
     case startup_kind::startup:
@@ -229,13 +258,73 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
     send_to_client(out);
   }
   startup_ = packet;
+  if (target_.config.client_auth == client_auth_mode::jwt) {
+    if (!io_->tls_active(peer::client) && !target_.config.allow_plaintext_auth) {
+      ++probe_.client_logins_refused;
+      fail("28000", "token login requires TLS: connect with sslmode=require");
+      return false;
+    }
+    // The token travels as a cleartext password, protected by TLS.
+    state_ = state::client_auth;
+    std::string out;
+    std::string body;
+    append_u32(body, 3);
+    append_frame(out, 'R', body);
+    send_to_client(out);
+    if (more_bytes_follow) {
+      const std::string rest = std::move(startup_buffer_);
+      startup_buffer_.clear();
+      from_client_.feed(as_bytes(rest), *client_sink_);
+    }
+    return false;
+  }
   state_ = state::connecting;
   if (more_bytes_follow) {
     hold_early_client_bytes(as_bytes(startup_buffer_));
     startup_buffer_.clear();
   }
-  if (state_ == state::connecting) io_->connect_upstream(target_.upstream_address);
+  if (state_ == state::connecting) connect_upstream();
   return false;
+}
+
+void session::connect_upstream() {
+  state_ = state::connecting;
+  io_->connect_upstream(target_.upstream_address);
+}
+
+bool session::on_client_login_frame(const frame_header& header, bytes frame) {
+  if (header.type != 'p') {
+    ++probe_.client_protocol_errors;
+    fail("08P01", std::string("expected a password message, got '") + header.type + "'");
+    return false;
+  }
+  const bytes body = frame.subspan(header_bytes);
+  if (body.empty() || body.back() != 0 || memchr(body.data(), 0, body.size() - 1) != nullptr) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", "malformed password message");
+    return false;
+  }
+  const std::string_view token(reinterpret_cast<const char*>(body.data()), body.size() - 1);
+  if (shard_.auth == nullptr) {
+    fail("28000", "token login is not configured on this gateway");
+    return false;
+  }
+  result<session_identity> who = shard_.auth->authenticate(token, now_s());
+  if (!who) {
+    ++probe_.client_logins_refused;
+    fail("28P01", "token refused: " + who.error().message());
+    return false;
+  }
+  identity_ = std::move(*who);
+  AG_DEBUG("target %s: %s logged in as %s (%s)", target_.config.name.c_str(),
+           io_->client_address().c_str(), identity_.subject.c_str(), identity_.email.c_str());
+  connect_upstream();
+  return false;  // anything after the password waits for the upstream login
+}
+
+bool session::token_expired() {
+  if (target_.config.client_auth != client_auth_mode::jwt || identity_.expires_at_s == 0) return false;
+  return now_s() > identity_.expires_at_s;
 }
 
 void session::hold_early_client_bytes(bytes data) {
@@ -252,17 +341,36 @@ void session::on_upstream_connected(const status& result) {
   if (!result) {
     AG_WARN("target %s: cannot connect to upstream %s: %s", target_.config.name.c_str(),
             target_.upstream_address.text.c_str(), result.message().c_str());
-    if (state_ == state::cancelling) {
-      state_ = state::closed;
-      io_->abort();
-      return;
-    }
     fail("08006", "could not connect to the upstream of target " + target_.config.name);
     return;
   }
-  if (state_ == state::cancelling) {
-    send_to_upstream(cancel_packet_);
-    return;  // the server closes the connection when it has read the request
+  if (target_.config.upstream.tls != upstream_tls_mode::disable) {
+    std::string out;
+    append_u32(out, 8);
+    append_u32(out, ssl_request_code);
+    send_to_upstream(out);
+    state_ = state::upstream_tls;
+    return;
+  }
+  send_upstream_startup();
+  state_ = state::upstream_auth;
+}
+
+void session::on_upstream_tls_answer(bytes data) {
+  if (data.size() != 1 || (data[0] != 'S' && data[0] != 'N')) {
+    // More than the one-byte answer means someone wrote into the stream
+    // before the handshake could protect it (CVE-2021-23222): refuse.
+    ++probe_.upstream_protocol_errors;
+    fail("08006", "the upstream answered the TLS request with unexpected data");
+    return;
+  }
+  if (data[0] == 'N') {
+    fail("08006", "the upstream of target " + target_.config.name + " refused TLS");
+    return;
+  }
+  if (const status st = io_->start_upstream_tls(); !st) {
+    fail("08006", "cannot start TLS to the upstream: " + st.message());
+    return;
   }
   send_upstream_startup();
   state_ = state::upstream_auth;
@@ -423,7 +531,14 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
     fail("08P01", "unexpected authentication message after login");
     return false;
   }
-  if (header.type == 'X') client_terminated_ = true;
+  if (header.type == 'X') {
+    client_terminated_ = true;
+  } else if ((header.type == 'Q' || header.type == 'P' || header.type == 'F') && token_expired() &&
+             shard_.auth != nullptr) {
+    ++probe_.sessions_expired;
+    fail("28000", "the session's token expired; log in again with a fresh token");
+    return false;
+  }
   ++probe_.frames_from_client;
   io_->send(peer::upstream, frame);
   return true;
@@ -439,6 +554,8 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
       // The first ReadyForQuery ends the login; the session is now idle-timed.
       io_->set_deadline_ms(target_.limits.idle_timeout_ms);
       break;
+    case 'K':
+      return on_backend_key_data(frame);
     case 'E': {
       const error_fields f = parse_error_fields(frame.subspan(header_bytes));
       if (f.severity == "FATAL" || f.severity == "PANIC") upstream_sent_fatal_ = true;
@@ -452,17 +569,31 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
   return true;
 }
 
+// The client gets a key the gateway minted; the upstream's stays here.
+bool session::on_backend_key_data(bytes frame) {
+  const bytes body = frame.subspan(header_bytes);
+  const upstream_key upstream{read_u32(body.data()), read_u32(body.data() + 4)};
+  upstream_key minted{0, 0};
+  if (shard_.cancels != nullptr && minted_pid_ == 0) {
+    minted = shard_.cancels->per_shard[io_->shard().shard_id()]->add(upstream, target_);
+    minted_pid_ = minted.pid;
+  }
+  std::string out;
+  std::string key_body;
+  append_u32(key_body, minted.pid);
+  append_u32(key_body, minted.key);
+  append_frame(out, 'K', key_body);
+  ++probe_.frames_from_upstream;
+  send_to_client(out);
+  return true;
+}
+
 void session::on_peer_closed(peer which, const status& reason) {
   if (state_ == state::closed) return;
   if (which == peer::client) {
     // Flush what the client said last (its Terminate) before closing upstream.
     state_ = state::closed;
     io_->close_after_flush();
-    return;
-  }
-  if (state_ == state::cancelling) {
-    state_ = state::closed;
-    io_->abort();
     return;
   }
   if (state_ == state::relaying && (client_terminated_ || upstream_sent_fatal_)) {
@@ -478,18 +609,16 @@ void session::on_peer_closed(peer which, const status& reason) {
 void session::on_deadline() {
   switch (state_) {
     case state::startup:
-      fail("08006", "timeout waiting for the startup packet");
+    case state::client_auth:
+      fail("08006", "timeout waiting for the client to log in");
       return;
     case state::connecting:
+    case state::upstream_tls:
     case state::upstream_auth:
       fail("08006", "timeout logging in to the upstream of target " + target_.config.name);
       return;
     case state::relaying:
       fail("57P05", "terminating connection due to idle-session timeout");
-      return;
-    case state::cancelling:
-      state_ = state::closed;
-      io_->abort();
       return;
     case state::closed:
       return;
@@ -499,7 +628,7 @@ void session::on_deadline() {
 // ---- factory ---------------------------------------------------------------------------
 
 std::unique_ptr<session_handler> pg_session_factory::create() {
-  return std::make_unique<session>(target_, probe_);
+  return std::make_unique<session>(target_, probe_, shard_);
 }
 
 std::string pg_session_factory::overload_response() const {

@@ -3,16 +3,20 @@
 // upstream login with the gateway's own credentials, then a relay that sees
 // every message of both directions. Owned by one shard; single-threaded.
 //
-// States:  startup -> connecting -> upstream_auth -> relaying
-//          startup -> cancelling (a CancelRequest forwarded upstream)
+// States:  startup [-> client_auth] -> connecting [-> upstream_tls] -> upstream_auth -> relaying
+// A CancelRequest is routed to the shard that minted its key and the
+// connection closed; client_auth is the JWT exchange (cleartext password
+// message carrying the token, over TLS).
 // Any protocol violation by the client ends the session with ErrorResponse
 // 08P01 and none of the offending bytes reach the upstream.
 
 #include <memory>
 #include <string>
 
+#include "core/authenticator.h"
 #include "core/config.h"
 #include "core/session.h"
+#include "protocols/postgres/cancel_registry.h"
 #include "protocols/postgres/frame_stream.h"
 #include "protocols/postgres/upstream_auth.h"
 
@@ -37,13 +41,21 @@ struct session_probe {
   uint64_t upstream_protocol_errors = 0;
   uint64_t upstream_login_failures = 0;
   uint64_t cancels_forwarded = 0;
+  uint64_t client_logins_refused = 0;   // bad or expired tokens
+  uint64_t sessions_expired = 0;        // ended because the token expired
   uint64_t frames_from_client = 0;
   uint64_t frames_from_upstream = 0;
 };
 
+// What sessions share on one shard; owned by the appliance.
+struct shard_context {
+  authenticator* auth = nullptr;             // this shard's; null when no identity is configured
+  cancel_directory* cancels = nullptr;       // every shard's registry
+};
+
 class session final : public session_handler {
  public:
-  session(const target_runtime& target, session_probe& probe);
+  session(const target_runtime& target, session_probe& probe, const shard_context& shard);
   ~session() override;
 
   void on_start(session_io& io) override;
@@ -53,7 +65,9 @@ class session final : public session_handler {
   void on_deadline() override;
 
  private:
-  enum class state : uint8_t { startup, connecting, upstream_auth, relaying, cancelling, closed };
+  enum class state : uint8_t {
+    startup, client_auth, connecting, upstream_tls, upstream_auth, relaying, closed
+  };
 
   class client_sink;
   class upstream_sink;
@@ -61,6 +75,11 @@ class session final : public session_handler {
   void on_startup_bytes(bytes data);
   bool handle_startup_packet(const startup_packet& packet, bool more_bytes_follow);
   void send_upstream_startup();
+  void connect_upstream();
+  bool on_client_login_frame(const frame_header& header, bytes frame);
+  void on_upstream_tls_answer(bytes data);
+  bool on_backend_key_data(bytes frame);
+  bool token_expired();
   void hold_early_client_bytes(bytes data);
 
   // Upstream messages during login.
@@ -79,12 +98,14 @@ class session final : public session_handler {
 
   const target_runtime& target_;
   session_probe& probe_;
+  const shard_context& shard_;
+  session_identity identity_;
+  uint32_t minted_pid_ = 0;  // our BackendKeyData's pid, registered with the shard's registry
   session_io* io_ = nullptr;
   state state_ = state::startup;
 
   std::string startup_buffer_;  // the startup phase's bytes, bounded by startup_bytes_max
   startup_packet startup_;      // the client's startup packet
-  std::string cancel_packet_;   // a CancelRequest to forward as is
   std::string early_client_bytes_;  // pipelined behind the startup packet, replayed after login
   std::unique_ptr<scram_client> scram_;
   bool client_terminated_ = false;   // the client sent Terminate
@@ -98,13 +119,15 @@ class session final : public session_handler {
 
 class pg_session_factory final : public session_factory {
  public:
-  explicit pg_session_factory(const target_runtime& target) : target_(target) {}
+  pg_session_factory(const target_runtime& target, const shard_context& shard)
+      : target_(target), shard_(shard) {}
   std::unique_ptr<session_handler> create() override;
   std::string overload_response() const override;
   const session_probe& probe() const { return probe_; }
 
  private:
   const target_runtime& target_;
+  const shard_context& shard_;
   session_probe probe_;
 };
 
