@@ -109,6 +109,7 @@ int cancel_registry::owner_shard(uint32_t minted_pid, int shard_count) {
 void route_cancel(shard_services& here, cancel_directory& directory, uint32_t pid, uint32_t key) {
   const int owner = cancel_registry::owner_shard(pid, here.shard_count());
   if (owner < 0 || owner >= static_cast<int>(directory.per_shard.size())) return;
+  if (owner != here.shard_id()) AG_DEBUG("cancel request routed to shard %d", owner);
   if (!here.post(owner, std::make_unique<cancel_task>(*directory.per_shard[owner], pid, key)))
     AG_WARN("shard %d's inbox is full; a cancel request was dropped", owner);
 }
