@@ -14,6 +14,7 @@
 
 #include "appliance/config_loader.h"
 #include "core/log.h"
+#include "io/tls_channel.h"
 #include "io/uring_shard.h"
 #include "masking/platform.h"
 #include "protocols/postgres/session.h"
@@ -70,6 +71,41 @@ result<net_address> resolve(const std::string& host, uint16_t port) {
   a.text = host + ":" + std::to_string(port);
   freeaddrinfo(found);
   return a;
+}
+
+// Hands a shard its own new client TLS context (shared nothing: one per shard).
+class swap_tls_task final : public shard_task {
+ public:
+  swap_tls_task(io::uring_shard& shard, SSL_CTX* ctx) : shard_(shard), ctx_(ctx) {}
+  ~swap_tls_task() override { SSL_CTX_free(ctx_); }  // dropped before it ran
+  void run(shard_services&) override {
+    shard_.set_server_tls_context(ctx_);
+    ctx_ = nullptr;
+  }
+
+ private:
+  io::uring_shard& shard_;
+  SSL_CTX* ctx_;
+};
+
+// SIGHUP: reload the certificate and key. A bad pair is logged and the
+// running one stays.
+void reload_tls(const gateway_config& config, std::vector<std::unique_ptr<io::uring_shard>>& shards) {
+  if (config.tls.cert.empty()) return;
+  std::vector<SSL_CTX*> fresh;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    result<SSL_CTX*> ctx = io::make_server_tls_context(config.tls.cert, config.tls.key);
+    if (!ctx) {
+      AG_ERROR("TLS reload failed, keeping the current certificate: %s", ctx.error().message().c_str());
+      for (SSL_CTX* c : fresh) SSL_CTX_free(c);
+      return;
+    }
+    fresh.push_back(*ctx);
+  }
+  for (size_t i = 0; i < shards.size(); ++i)
+    if (!shards[i]->post_from_control(std::make_unique<swap_tls_task>(*shards[i], fresh[i])))
+      AG_ERROR("shard %zu did not take the new certificate: its inbox is full", i);
+  AG_INFO("TLS certificate reloaded from %s", config.tls.cert.c_str());
 }
 
 }  // namespace
@@ -140,6 +176,7 @@ int run_server(const std::string& config_path) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -175,7 +212,11 @@ int run_server(const std::string& config_path) {
             listen_addresses[i].text.c_str(), targets[i].upstream_address.text.c_str(), shard_count);
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP || stop.load()) break;
+    reload_tls(config, shards);
+  }
   if (!stop.load()) AG_INFO("received %s, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   stop.store(true);
   for (auto& t : threads) t.join();
