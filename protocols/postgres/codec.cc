@@ -11,6 +11,7 @@ class body_reader {
   explicit body_reader(bytes b) : p_(b.data()), end_(b.data() + b.size()) {}
 
   bool cstr(std::string_view* out) {
+    if (p_ == end_) return false;  // memchr on an empty span may see a null pointer
     const void* nul = memchr(p_, 0, end_ - p_);
     if (nul == nullptr) return false;
     const auto* z = static_cast<const uint8_t*>(nul);
@@ -92,7 +93,7 @@ constexpr type_rule rule_of(direction dir, char type) {
     case 'v': return {8, false};   // NegotiateProtocolVersion
     case 'n': return {0, true};    // NoData
     case 'N': return {1, false};   // NoticeResponse
-    case 'A': return {9, false};   // NotificationResponse
+    case 'A': return {6, false};   // NotificationResponse: pid + two strings
     case 't': return {2, false};   // ParameterDescription
     case 'S': return {2, false};   // ParameterStatus
     case '1': return {0, true};    // ParseComplete

@@ -72,7 +72,8 @@ bool frame_stream::feed_partial(bytes& data, frame_sink& sink) {
     // Only the header was held back; the body streams from here.
     current_ = h.header;
     stream_left_ = frame_bytes - header_bytes;
-    const bool ok = sink.on_frame_piece(current_, as_bytes(partial_), true, false);
+    // An empty CopyData is whole once its header is: first and last at once.
+    const bool ok = sink.on_frame_piece(current_, as_bytes(partial_), true, stream_left_ == 0);
     partial_.clear();
     return ok;
   }

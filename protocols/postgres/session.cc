@@ -44,10 +44,7 @@ int64_t now_s() {
 class session::client_sink final : public frame_sink {
  public:
   explicit client_sink(session& s) : s_(s) {}
-  bool on_frame(const frame_header& h, bytes frame) override {
-    if (s_.state_ == state::client_auth) return s_.on_client_login_frame(h, frame);
-    return s_.on_client_frame(h, frame);
-  }
+  bool on_frame(const frame_header& h, bytes frame) override { return s_.on_client_frame(h, frame); }
   bool on_frame_piece(const frame_header& h, bytes piece, bool first, bool last) override {
     // Only CopyData streams from the client; its content is opaque.
     if (s_.state_ != state::relaying) {
@@ -126,7 +123,7 @@ void session::on_data(peer from, std::span<const uint8_t> data) {
       if (target_.limits.idle_timeout_ms > 0) io_->set_deadline_ms(0);
       from_client_.feed(data, *client_sink_);
     } else if (state_ == state::client_auth) {
-      from_client_.feed(data, *client_sink_);
+      on_password_bytes(data);
     } else {
       // A client may pipeline its first messages behind the startup packet
       // (PostgreSQL reads them after login): hold them, bounded, until then.
@@ -274,7 +271,7 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
     if (more_bytes_follow) {
       const std::string rest = std::move(startup_buffer_);
       startup_buffer_.clear();
-      from_client_.feed(as_bytes(rest), *client_sink_);
+      on_password_bytes(as_bytes(rest));
     }
     return false;
   }
@@ -290,6 +287,31 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
 void session::connect_upstream() {
   state_ = state::connecting;
   io_->connect_upstream(target_.upstream_address);
+}
+
+// The password message is framed here, not by from_client_, so that whatever
+// follows it is held raw and replayed into a stream that has seen nothing.
+void session::on_password_bytes(bytes data) {
+  if (startup_buffer_.size() + data.size() > target_.limits.startup_bytes_max + header_bytes + 16384u) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", "password message too long");
+    return;
+  }
+  startup_buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  const header_result h = decode_header(direction::frontend, as_bytes(startup_buffer_),
+                                        target_.limits.startup_bytes_max + 16384u);
+  if (h.status == frame_status::need_more) return;
+  if (h.status == frame_status::desync) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", std::string("invalid frontend message: ") + h.error);
+    return;
+  }
+  if (startup_buffer_.size() < h.header.frame_bytes()) return;
+  const std::string buffered = std::move(startup_buffer_);
+  startup_buffer_.clear();
+  const bytes all = as_bytes(buffered);
+  if (!on_client_login_frame(h.header, all.first(h.header.frame_bytes()))) return;
+  if (all.size() > h.header.frame_bytes()) hold_early_client_bytes(all.subspan(h.header.frame_bytes()));
 }
 
 bool session::on_client_login_frame(const frame_header& header, bytes frame) {
@@ -319,7 +341,7 @@ bool session::on_client_login_frame(const frame_header& header, bytes frame) {
   AG_DEBUG("target %s: %s logged in as %s (%s)", target_.config.name.c_str(),
            io_->client_address().c_str(), identity_.subject.c_str(), identity_.email.c_str());
   connect_upstream();
-  return false;  // anything after the password waits for the upstream login
+  return true;
 }
 
 bool session::token_expired() {
@@ -327,14 +349,16 @@ bool session::token_expired() {
   return now_s() > identity_.expires_at_s;
 }
 
-void session::hold_early_client_bytes(bytes data) {
+bool session::hold_early_client_bytes(bytes data) {
   if (early_client_bytes_.size() + data.size() > early_client_bytes_max) {
     ++probe_.client_protocol_errors;
     fail("08P01", "too much data from the client before authentication completed");
-    return;
+    return false;
   }
   early_client_bytes_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  return true;
 }
+
 
 void session::on_upstream_connected(const status& result) {
   if (state_ == state::closed) return;

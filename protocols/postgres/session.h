@@ -80,7 +80,8 @@ class session final : public session_handler {
   void on_upstream_tls_answer(bytes data);
   bool on_backend_key_data(bytes frame);
   bool token_expired();
-  void hold_early_client_bytes(bytes data);
+  bool hold_early_client_bytes(bytes data);
+  void on_password_bytes(bytes data);
 
   // Upstream messages during login.
   bool on_upstream_login_frame(const frame_header& header, bytes frame);
