@@ -12,10 +12,17 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <system_error>
 #include <vector>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <simdjson.h>
+
+#include "core/identity/jwks.h"
 
 namespace agentgate {
 namespace {
@@ -36,12 +43,20 @@ constexpr uint64_t recv_pool_bytes_max = uint64_t{1} << 30;
 // Keeps an error line readable when the offending value is huge.
 constexpr size_t quoted_chars_max = 80;
 
+constexpr size_t issuers_max = 16;
+constexpr size_t issuer_chars_max = 1024;     // iss and aud values
+constexpr size_t uri_chars_max = 2048;
+constexpr size_t claim_name_chars_max = 256;
+constexpr uint32_t jwks_refresh_s_max = 86'400;
+constexpr uint32_t leeway_s_max = 3600;
+// PEM files the loader opens to check them: a chain of a few certificates,
+// or a CA bundle the size of the system's.
+constexpr size_t pem_file_bytes_max = 1u << 20;
+
 // Keys DESIGN.md names for work that has not landed. Refused rather than
-// ignored: a gateway that starts without the identity checks, policy or
-// recording its operator configured is worse than one that does not start.
-constexpr std::string_view top_level_keys_later[] = {"identity", "policy_file", "recording",
-                                                     "admin", "tls"};
-constexpr std::string_view target_keys_later[] = {"allow_plaintext_auth"};
+// ignored: a gateway that starts without the policy or recording its
+// operator configured is worse than one that does not start.
+constexpr std::string_view top_level_keys_later[] = {"policy_file", "recording", "admin"};
 
 bool is_later_key(std::string_view key, const auto& later) {
   return std::find(std::begin(later), std::end(later), key) != std::end(later);
@@ -377,6 +392,228 @@ status read_password(const std::string& path, const std::string& file,
   return status::ok();
 }
 
+// OpenSSL asks for a passphrase on the terminal unless told not to; the
+// gateway starts unattended, so an encrypted key is refused instead.
+int refuse_passphrase(char*, int, int, void*) { return -1; }
+
+struct bio_free {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct x509_free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct pkey_free {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using x509_ptr = std::unique_ptr<X509, x509_free>;
+using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_free>;
+
+// The first PEM certificate in path. On failure, reason is set.
+x509_ptr read_first_certificate(const std::string& path, std::string& reason) {
+  std::string text;
+  if (!read_small_file(path, pem_file_bytes_max, text, reason)) return nullptr;
+  std::unique_ptr<BIO, bio_free> bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+  x509_ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, refuse_passphrase, nullptr) : nullptr);
+  ERR_clear_error();
+  if (!cert) reason = "no PEM certificate in " + quote(path);
+  return cert;
+}
+
+status check_ca_file(const std::string& path, const std::string& file) {
+  std::string reason;
+  if (!read_first_certificate(file, reason)) return fail(path, reason);
+  return status::ok();
+}
+
+// Checked here rather than when the first client arrives: a key that does
+// not belong to the certificate fails every handshake, and the operator
+// should hear about it from `agentgate serve`, not from users.
+status parse_tls(element value, const std::string& path, const std::string& base_dir,
+                 tls_config& out) {
+  status s = for_each_member(value, path, [&](std::string_view key, element v,
+                                              const std::string& p) -> status {
+    std::string_view text;
+    if (key != "cert" && key != "key") return fail(p, "unknown key");
+    if (status e = get_string(v, p, text); !e) return e;
+    if (text.empty()) return fail(p, "expected a file path");
+    (key == "cert" ? out.cert : out.key) = resolve_path(std::string(text), base_dir);
+    return status::ok();
+  });
+  if (!s) return s;
+  std::string cert_path = key_path(path, "cert"), key_file_path = key_path(path, "key");
+  if (out.cert.empty()) return fail(cert_path, "required");
+  if (out.key.empty()) return fail(key_file_path, "required");
+
+  std::string reason;
+  x509_ptr cert = read_first_certificate(out.cert, reason);
+  if (!cert) return fail(cert_path, reason);
+  std::string key_text;
+  if (!read_small_file(out.key, pem_file_bytes_max, key_text, reason)) {
+    return fail(key_file_path, reason);
+  }
+  std::unique_ptr<BIO, bio_free> bio(
+      BIO_new_mem_buf(key_text.data(), static_cast<int>(key_text.size())));
+  pkey_ptr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, refuse_passphrase, nullptr)
+                   : nullptr);
+  OPENSSL_cleanse(key_text.data(), key_text.size());
+  ERR_clear_error();
+  if (!key) return fail(key_file_path, "no unencrypted PEM private key in " + quote(out.key));
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return fail(key_file_path, "does not match " + cert_path);
+  }
+  return status::ok();
+}
+
+// An https URL without spaces or control characters; libcurl checks the rest.
+bool is_https_url(std::string_view text) {
+  static constexpr std::string_view scheme = "https://";
+  if (text.size() <= scheme.size() || text.size() > uri_chars_max) return false;
+  if (text.substr(0, scheme.size()) != scheme) return false;
+  return std::none_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+  });
+}
+
+bool is_bounded_text(std::string_view text, size_t chars_max) {
+  if (text.empty() || text.size() > chars_max) return false;
+  return std::none_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
+status parse_issuer(element value, const std::string& path, const std::string& base_dir,
+                    const std::vector<issuer_config>& earlier, issuer_config& out) {
+  bool have_issuer = false, have_audience = false, have_refresh = false;
+  status s = for_each_member(value, path, [&](std::string_view key, element v,
+                                              const std::string& p) -> status {
+    std::string_view text;
+    if (key == "jwks_refresh_s") {
+      have_refresh = true;
+      return get_integer(v, p, 1, jwks_refresh_s_max, out.jwks_refresh_s);
+    }
+    if (status e = get_string(v, p, text); !e) {
+      bool known = key == "issuer" || key == "audience" || key == "jwks_file" ||
+                   key == "jwks_uri" || key == "jwks_ca_file" || key == "groups_claim";
+      return known ? e : fail(p, "unknown key");
+    }
+    if (key == "issuer") {
+      if (!is_bounded_text(text, issuer_chars_max)) {
+        return fail(p, "expected 1 to " + std::to_string(issuer_chars_max) +
+                           " characters without control characters");
+      }
+      for (size_t i = 0; i < earlier.size(); ++i) {
+        if (earlier[i].issuer == text) {
+          return fail(p, quote(text) + " is already the issuer of " +
+                             index_path("identity.issuers", i));
+        }
+      }
+      out.issuer = text;
+      have_issuer = true;
+    } else if (key == "audience") {
+      if (!is_bounded_text(text, issuer_chars_max)) {
+        return fail(p, "expected 1 to " + std::to_string(issuer_chars_max) +
+                           " characters without control characters");
+      }
+      out.audience = text;
+      have_audience = true;
+    } else if (key == "jwks_file") {
+      if (text.empty()) return fail(p, "expected a file path");
+      out.jwks_file = resolve_path(std::string(text), base_dir);
+      // Parsed now so a broken key set stops the start, with this path.
+      auto keys = identity::load_jwks_file(out.jwks_file);
+      if (!keys) return fail(p, keys.error().message());
+    } else if (key == "jwks_uri") {
+      if (!is_https_url(text)) return fail(p, "expected an https:// URL, got " + quote(text));
+      out.jwks_uri = text;
+    } else if (key == "jwks_ca_file") {
+      if (text.empty()) return fail(p, "expected a file path");
+      out.jwks_ca_file = resolve_path(std::string(text), base_dir);
+      return check_ca_file(p, out.jwks_ca_file);
+    } else if (key == "groups_claim") {
+      if (!is_bounded_text(text, claim_name_chars_max)) {
+        return fail(p, "expected 1 to " + std::to_string(claim_name_chars_max) + " characters");
+      }
+      out.groups_claim = text;
+    } else {
+      return fail(p, "unknown key");
+    }
+    return status::ok();
+  });
+  if (!s) return s;
+  if (!have_issuer) return fail(key_path(path, "issuer"), "required");
+  if (!have_audience) return fail(key_path(path, "audience"), "required");
+  if (out.jwks_file.empty() && out.jwks_uri.empty()) {
+    return fail(key_path(path, "jwks_file"), "required unless jwks_uri is set");
+  }
+  if (!out.jwks_ca_file.empty() && out.jwks_uri.empty()) {
+    return fail(key_path(path, "jwks_ca_file"), "only used with jwks_uri");
+  }
+  if (have_refresh && out.jwks_uri.empty()) {
+    return fail(key_path(path, "jwks_refresh_s"), "only used with jwks_uri");
+  }
+  return status::ok();
+}
+
+status parse_issuers(element value, const std::string& path, const std::string& base_dir,
+                     std::vector<issuer_config>& out) {
+  array items;
+  if (value.get_array().get(items) != simdjson::SUCCESS) return fail(path, "expected an array");
+  if (items.size() > issuers_max) {
+    return fail(path, "at most " + std::to_string(issuers_max) + " issuers are supported");
+  }
+  out.clear();
+  size_t index = 0;
+  for (element item : items) {
+    issuer_config issuer;
+    if (status s = parse_issuer(item, index_path(path, index), base_dir, out, issuer); !s) {
+      return s;
+    }
+    out.push_back(std::move(issuer));
+    ++index;
+  }
+  return status::ok();
+}
+
+status parse_identity(element value, const std::string& path, const std::string& base_dir,
+                      identity_config& out) {
+  return for_each_member(value, path, [&](std::string_view key, element v,
+                                          const std::string& p) -> status {
+    if (key == "issuers") return parse_issuers(v, p, base_dir, out.issuers);
+    if (key == "leeway_s") return get_integer(v, p, 0, leeway_s_max, out.leeway_s);
+    if (key == "token_bytes_max") return get_integer(v, p, 1u << 10, 1u << 16, out.token_bytes_max);
+    if (key == "cache_entries_max") {
+      return get_integer(v, p, 0, 1'000'000, out.cache_entries_max);
+    }
+    if (key == "on_token_expiry") {
+      std::string_view text;
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text == "terminate") out.on_expiry = token_expiry_action::terminate;
+      else if (text == "ignore") out.on_expiry = token_expiry_action::ignore;
+      else return fail(p, "expected \"terminate\" or \"ignore\", got " + quote(text));
+      return status::ok();
+    }
+    return fail(p, "unknown key");
+  });
+}
+
+// Checks that need more than one section; they run after the walk, since
+// identity and tls may come after the targets that use them.
+status check_client_auth(const gateway_config& config) {
+  for (size_t i = 0; i < config.targets.size(); ++i) {
+    const target_config& t = config.targets[i];
+    if (t.client_auth != client_auth_mode::jwt) continue;
+    std::string path = index_path("targets", i) + ".client_auth";
+    if (config.identity.issuers.empty()) return fail(path, "\"jwt\" needs identity.issuers");
+    // The token is a bearer credential: over plaintext anyone on the path
+    // can log in as its owner until it expires.
+    if (config.tls.cert.empty() && !t.allow_plaintext_auth) {
+      return fail(path, "\"jwt\" needs tls (or allow_plaintext_auth for loopback tests)");
+    }
+  }
+  return status::ok();
+}
+
 status parse_upstream(element value, const std::string& path, const std::string& base_dir,
                       upstream_config& out) {
   bool have_host = false, have_user = false, have_password = false, have_database = false;
@@ -403,6 +640,17 @@ status parse_upstream(element value, const std::string& path, const std::string&
       out.password_file = text;
       have_password = true;
       return read_password(p, out.password_file, base_dir, out.password);
+    } else if (key == "tls") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text == "disable") out.tls = upstream_tls_mode::disable;
+      else if (text == "require") out.tls = upstream_tls_mode::require;
+      else if (text == "verify-full") out.tls = upstream_tls_mode::verify_full;
+      else return fail(p, "expected \"disable\", \"require\" or \"verify-full\", got " + quote(text));
+    } else if (key == "ca_file") {
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text.empty()) return fail(p, "expected a file path");
+      out.ca_file = resolve_path(std::string(text), base_dir);
+      return check_ca_file(p, out.ca_file);
     } else {
       return fail(p, "unknown key");
     }
@@ -413,6 +661,11 @@ status parse_upstream(element value, const std::string& path, const std::string&
   if (!have_user) return fail(key_path(path, "user"), "required");
   if (!have_password) return fail(key_path(path, "password_file"), "required");
   if (!have_database) out.database = out.user;
+  // "require" encrypts without checking who answers; a CA there would look
+  // like verification while doing none.
+  if (!out.ca_file.empty() && out.tls != upstream_tls_mode::verify_full) {
+    return fail(key_path(path, "ca_file"), "only used with tls: \"verify-full\"");
+  }
   return status::ok();
 }
 
@@ -458,17 +711,20 @@ status parse_target(element value, const std::string& path, const std::string& b
       have_listen = true;
     } else if (key == "client_auth") {
       if (status e = get_string(v, p, text); !e) return e;
-      if (text != "trust") {
-        return fail(p, quote(text) +
-                           " is not supported yet; only \"trust\" until JWT login arrives "
-                           "with identity support");
+      if (text == "trust") {
+        out.client_auth = client_auth_mode::trust;
+      } else if (text == "jwt") {
+        out.client_auth = client_auth_mode::jwt;
+      } else {
+        return fail(p, "expected \"trust\" or \"jwt\", got " + quote(text));
       }
-      out.client_auth = client_auth_mode::trust;
+    } else if (key == "allow_plaintext_auth") {
+      return get_bool(v, p, out.allow_plaintext_auth);
     } else if (key == "upstream") {
       have_upstream = true;
       return parse_upstream(v, p, base_dir, out.upstream);
     } else {
-      return unknown_key(key, p, target_keys_later);
+      return fail(p, "unknown key");
     }
     return status::ok();
   });
@@ -582,10 +838,13 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
     }
     if (key == "limits") return parse_limits(v, p, config.limits);
     if (key == "io") return parse_io(v, p, config.io);
+    if (key == "tls") return parse_tls(v, p, base_dir, config.tls);
+    if (key == "identity") return parse_identity(v, p, base_dir, config.identity);
     return unknown_key(key, p, top_level_keys_later);
   });
   if (!s) return s;
   if (!have_targets) return fail("targets", "required");
+  if (status e = check_client_auth(config); !e) return e;
   return config;
 }
 

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "appliance/config_loader.h"
+#include "core/identity/jwks_refresher.h"
+#include "core/identity/jwt_authenticator.h"
 #include "core/log.h"
 #include "io/tls_channel.h"
 #include "io/uring_shard.h"
@@ -88,6 +90,18 @@ class swap_tls_task final : public shard_task {
   SSL_CTX* ctx_;
 };
 
+// Hands a shard a new key snapshot (a key rotated in or out).
+class swap_verifier_task final : public shard_task {
+ public:
+  swap_verifier_task(identity::jwt_authenticator& auth, std::shared_ptr<const identity::verifier> v)
+      : auth_(auth), verifier_(std::move(v)) {}
+  void run(shard_services&) override { auth_.set_verifier(std::move(verifier_)); }
+
+ private:
+  identity::jwt_authenticator& auth_;
+  std::shared_ptr<const identity::verifier> verifier_;
+};
+
 // SIGHUP: reload the certificate and key. A bad pair is logged and the
 // running one stays.
 void reload_tls(const gateway_config& config, std::vector<std::unique_ptr<io::uring_shard>>& shards) {
@@ -129,6 +143,7 @@ int run_server(const std::string& config_path) {
     targets[i].config = t;
     targets[i].upstream_address = *upstream;
     targets[i].limits = config.limits;
+    targets[i].on_token_expiry = config.identity.on_expiry;
     listen_addresses.push_back(*listen);
   }
 
@@ -157,6 +172,29 @@ int run_server(const std::string& config_path) {
     cancels.per_shard.push_back(std::make_unique<pg::cancel_registry>(s));
     contexts[s].cancels = &cancels;
   }
+
+  // Token login: the refresher owns the keys (control plane); each shard has
+  // its own authenticator with its own cache, fed new snapshots by message.
+  std::vector<std::unique_ptr<identity::jwt_authenticator>> authenticators(shard_count);
+  std::unique_ptr<identity::jwks_refresher> refresher;
+  std::vector<std::unique_ptr<io::uring_shard>> shards;
+  if (!config.identity.issuers.empty()) {
+    auto publish = [&](std::shared_ptr<const identity::verifier> v) {
+      for (unsigned s = 0; s < shards.size(); ++s)
+        if (!shards[s]->post_from_control(std::make_unique<swap_verifier_task>(*authenticators[s], v)))
+          AG_ERROR("shard %u did not take the new signing keys: its inbox is full", s);
+      AG_INFO("identity: new signing keys published to %zu shards", shards.size());
+    };
+    result<std::unique_ptr<identity::jwks_refresher>> made =
+        identity::jwks_refresher::create(config.identity, publish);
+    if (!made) return config_error(made.error().message());
+    refresher = std::move(*made);
+    for (unsigned s = 0; s < shard_count; ++s) {
+      authenticators[s] = std::make_unique<identity::jwt_authenticator>(
+          refresher->current(), config.identity.cache_entries_max);
+      contexts[s].auth = authenticators[s].get();
+    }
+  }
   for (unsigned s = 0; s < shard_count; ++s) {
     for (size_t i = 0; i < targets.size(); ++i) {
       result<int> fd = io::make_listener(listen_addresses[i], listen_backlog);
@@ -183,7 +221,6 @@ int run_server(const std::string& config_path) {
   std::atomic<bool> stop{false};
   std::atomic<int> failed{0};
   std::atomic<unsigned> ready{0};
-  std::vector<std::unique_ptr<io::uring_shard>> shards;
   io::shard_group group;
   std::vector<std::thread> threads;
   for (unsigned s = 0; s < shard_count; ++s) group.shards.push_back(nullptr);
@@ -211,12 +248,19 @@ int run_server(const std::string& config_path) {
     AG_INFO("target %s: listening on %s, upstream %s, %u shards", targets[i].config.name.c_str(),
             listen_addresses[i].text.c_str(), targets[i].upstream_address.text.c_str(), shard_count);
 
+  if (refresher != nullptr) refresher->start();
   int signal_number = 0;
   for (;;) {
     sigwait(&signals, &signal_number);
     if (signal_number != SIGHUP || stop.load()) break;
     reload_tls(config, shards);
+    if (refresher != nullptr) {
+      if (const status st = refresher->reload_files(); !st)
+        AG_ERROR("identity: keeping the previous keys: %s", st.message().c_str());
+      refresher->request_refresh();
+    }
   }
+  if (refresher != nullptr) refresher->stop();
   if (!stop.load()) AG_INFO("received %s, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   stop.store(true);
   for (auto& t : threads) t.join();

@@ -19,6 +19,7 @@ struct session_identity {
   std::string email;
   std::vector<std::string> groups;
   int64_t expires_at_s = 0;  // the token's exp, seconds since the epoch
+  int64_t valid_until_s = 0; // exp plus the allowed clock skew (exclusive): the session's end
 };
 
 class authenticator {

@@ -19,7 +19,8 @@ struct upstream_config {
   std::string password;      // contents of password_file, trailing newline stripped
   std::string database;
   upstream_tls_mode tls = upstream_tls_mode::disable;
-  std::string ca_file;       // for verify_full; empty: the system's CA store
+  std::string ca_file;       // for verify_full; empty: the system's CA store. Resolved
+                             // against the config file's directory by the loader.
 };
 
 // trust: anyone who can connect (loopback tests, demos). jwt: the client's
@@ -37,11 +38,16 @@ struct target_config {
   bool allow_plaintext_auth = false;
 };
 
+// Paths are resolved against the config file's directory by the loader,
+// which also checked that the key matches the certificate.
 struct tls_config {
   std::string cert;  // PEM certificate chain; empty: no TLS for clients
   std::string key;   // PEM private key
 };
 
+// File paths are resolved against the config file's directory by the loader.
+// A jwks_uri key set, once fetched, replaces the jwks_file keys of the issuer
+// (core/identity/jwks_refresher.h).
 struct issuer_config {
   std::string issuer;             // must equal the token's iss
   std::string audience;           // must be in the token's aud (string or array)

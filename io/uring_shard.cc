@@ -307,6 +307,7 @@ uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,
 
 uring_shard::~uring_shard() {
   for (connection* c : connections_) {
+    c->handler.reset();
     for (auto& s : c->sides)
       if (s.fd >= 0) close(s.fd);
     delete c;
@@ -400,6 +401,10 @@ bool uring_shard::post(int target, std::unique_ptr<shard_task> task) {
 }
 
 bool uring_shard::post_from_control(std::unique_ptr<shard_task> task) {
+  // Several control-plane threads (signals, key refresh, the admin API) share
+  // the one control inbox: they take turns as its single producer. The
+  // shard itself never takes this lock.
+  std::lock_guard<std::mutex> lock(control_post_mutex_);
   return push(static_cast<int>(inboxes_.size()) - 1, std::move(task));
 }
 
@@ -766,6 +771,8 @@ void uring_shard::after_batch() {
   }
   dirty_.clear();
   for (connection* c : graveyard_) {
+    // The handler goes first: its destructor may still ask the connection for its shard.
+    c->handler.reset();
     for (auto& s : c->sides)
       if (s.fd >= 0) close(s.fd);
     // Swap-remove from the live list.

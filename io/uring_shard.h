@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,7 @@ class uring_shard final : public shard_services {
   std::vector<std::unique_ptr<listener>> listeners_;
   // inboxes_[sender]: one queue per other shard, plus one for the control plane (last).
   std::vector<std::unique_ptr<spsc_queue<std::unique_ptr<shard_task>>>> inboxes_;
+  std::mutex control_post_mutex_;  // control-plane producers only
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   bool wake_armed_ = false;

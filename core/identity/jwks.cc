@@ -1,6 +1,7 @@
 #include "core/identity/jwks.h"
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -72,6 +73,7 @@ result<evp_pkey_ptr> from_params(const char* type_name, OSSL_PARAM_BLD* bld) {
   EVP_PKEY* raw = nullptr;
   if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) <= 0 ||
       EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params.get()) <= 0) {
+    ERR_clear_error();  // the reason goes into our message; the queue stays clean
     return status(errc::invalid_argument, "not a valid key");
   }
   return evp_pkey_ptr(raw);
@@ -128,7 +130,10 @@ result<evp_pkey_ptr> build_p256(const jwk_fields& f, const std::string& path) {
   // Invalid-curve attacks feed points off the curve or in a small subgroup;
   // the full public-key check rules both out once, here, not per token.
   evp_pkey_ctx_ptr check(EVP_PKEY_CTX_new_from_pkey(nullptr, key->get(), nullptr));
-  if (!check || EVP_PKEY_public_check(check.get()) != 1) return fail(path, "not a point on P-256");
+  if (!check || EVP_PKEY_public_check(check.get()) != 1) {
+    ERR_clear_error();
+    return fail(path, "not a point on P-256");
+  }
   return key;
 }
 
@@ -138,7 +143,10 @@ result<evp_pkey_ptr> build_ed25519(const jwk_fields& f, const std::string& path)
   if (x.size() != ed25519_key_bytes) return fail(path + ".x", "expected 32 bytes");
   EVP_PKEY* raw = EVP_PKEY_new_raw_public_key_ex(
       nullptr, "ED25519", nullptr, reinterpret_cast<const unsigned char*>(x.data()), x.size());
-  if (raw == nullptr) return fail(path, "not a valid Ed25519 public key");
+  if (raw == nullptr) {
+    ERR_clear_error();
+    return fail(path, "not a valid Ed25519 public key");
+  }
   return evp_pkey_ptr(raw);
 }
 
@@ -317,7 +325,7 @@ result<key_set> parse_jwks(std::string_view json) {
       // is not a key for us.
       if (!alg) type.reset();
       else if (!alg_fits_key(*alg, *type)) {
-        return fail(path + ".alg", std::string(jws_alg_name(*alg)) + " does not fit a " +
+        return fail(path + ".alg", std::string(jws_alg_name(*alg)) + " does not fit an " +
                                        key_type_name(*type) + " key");
       }
     }

@@ -17,6 +17,7 @@
 // the client ("token expired", "unknown signing key", ...): never key
 // material and never text copied from the token.
 
+#include <array>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -141,21 +142,26 @@ class token_cache {
   // The pieces verify() is made of, for callers and tests that need them.
   std::shared_ptr<const verified_identity> find(const verifier& v, std::string_view token,
                                                 int64_t now_s);
+  // Ignored when identity is already expired at now_s.
   void insert(const verifier& v, std::string_view token,
-              std::shared_ptr<const verified_identity> identity);
+              std::shared_ptr<const verified_identity> identity, int64_t now_s);
 
   size_t size() const { return entries_.size(); }
   uint32_t entries_max() const { return entries_max_; }
   const token_cache_stats& stats() const { return stats_; }
 
  private:
-  using digest = std::string;  // 32 raw bytes
+  using digest = std::array<char, 32>;  // SHA-256, raw
   struct entry {
     digest key;
     std::shared_ptr<const verified_identity> identity;
     int64_t valid_until_s;
   };
   using lru_list = std::list<entry>;  // front: most recently used
+  // The key already is a SHA-256: its first bytes are as good a hash as any.
+  struct digest_hash {
+    size_t operator()(std::string_view d) const;
+  };
 
   void adopt(const verifier& v);
   void digest_of(std::string_view token, digest& out);
@@ -164,7 +170,7 @@ class token_cache {
   uint32_t entries_max_;
   uint64_t generation_ = 0;  // of the snapshot the entries came from; 0: none yet
   lru_list lru_;
-  std::unordered_map<std::string_view, lru_list::iterator> entries_;  // keys point into lru_
+  std::unordered_map<std::string_view, lru_list::iterator, digest_hash> entries_;  // keys point into lru_
   int64_t last_sweep_s_ = 0;
   EVP_MD* sha256_;            // fetched once: a per-call fetch costs more than the hash
   evp_md_ctx_ptr md_ctx_;

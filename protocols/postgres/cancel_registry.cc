@@ -25,15 +25,44 @@ uint32_t random_u32() {
   return v;
 }
 
+// Tells the shard where the client's cancel connection waits that its request
+// was delivered (or dropped), so that connection may close now.
+class cancel_done_task final : public shard_task {
+ public:
+  cancel_done_task(cancel_registry& registry, uint64_t waiter_id) : registry_(registry), waiter_id_(waiter_id) {}
+  void run(shard_services&) override {
+    if (session* s = registry_.find_waiter(waiter_id_)) s->on_cancel_done();
+  }
+
+ private:
+  cancel_registry& registry_;
+  uint64_t waiter_id_;
+};
+
+struct waiter_address {
+  cancel_directory* directory;
+  int shard;
+  uint64_t id;
+
+  void notify(shard_services& from) const {
+    if (!from.post(shard, std::make_unique<cancel_done_task>(*directory->per_shard[shard], id)))
+      AG_WARN("shard %d's inbox is full; a cancel connection closes at its timeout", shard);
+  }
+};
+
 // A session with only an upstream side: connects, sends the CancelRequest
 // with the upstream's own key, and goes when the server hangs up.
 class cancel_forwarder final : public session_handler {
  public:
-  cancel_forwarder(const target_runtime& target, const upstream_key& key) : target_(target) {
+  cancel_forwarder(const target_runtime& target, const upstream_key& key, waiter_address waiter)
+      : target_(target), waiter_(waiter) {
     append_u32(packet_, 16);
     append_u32(packet_, cancel_request_code);
     append_u32(packet_, key.pid);
     append_u32(packet_, key.key);
+  }
+  ~cancel_forwarder() override {
+    if (io_ != nullptr) waiter_.notify(io_->shard());
   }
   void on_start(session_io& io) override {
     io_ = &io;
@@ -55,24 +84,29 @@ class cancel_forwarder final : public session_handler {
 
  private:
   const target_runtime& target_;
+  waiter_address waiter_;
   session_io* io_ = nullptr;
   std::string packet_;
 };
 
 class cancel_task final : public shard_task {
  public:
-  cancel_task(cancel_registry& registry, uint32_t pid, uint32_t key)
-      : registry_(registry), pid_(pid), key_(key) {}
+  cancel_task(cancel_registry& registry, uint32_t pid, uint32_t key, waiter_address waiter)
+      : registry_(registry), pid_(pid), key_(key), waiter_(waiter) {}
   void run(shard_services& shard) override {
     std::optional<cancel_registry::entry> e = registry_.find(pid_, key_);
-    if (!e) return;  // unknown or stale: ignored, as PostgreSQL does
-    shard.start_outbound(std::make_unique<cancel_forwarder>(*e->target, e->upstream));
+    if (!e) {
+      waiter_.notify(shard);  // unknown or stale: ignored, as PostgreSQL does
+      return;
+    }
+    shard.start_outbound(std::make_unique<cancel_forwarder>(*e->target, e->upstream, waiter_));
   }
 
  private:
   cancel_registry& registry_;
   uint32_t pid_;
   uint32_t key_;
+  waiter_address waiter_;
 };
 
 }  // namespace
@@ -106,12 +140,30 @@ int cancel_registry::owner_shard(uint32_t minted_pid, int shard_count) {
   return shard >= 0 && shard < shard_count ? shard : -1;
 }
 
-void route_cancel(shard_services& here, cancel_directory& directory, uint32_t pid, uint32_t key) {
+uint64_t cancel_registry::add_waiter(session& s) {
+  const uint64_t id = next_waiter_++;
+  waiters_[id] = &s;
+  return id;
+}
+
+void cancel_registry::remove_waiter(uint64_t id) { waiters_.erase(id); }
+
+session* cancel_registry::find_waiter(uint64_t id) const {
+  auto it = waiters_.find(id);
+  return it == waiters_.end() ? nullptr : it->second;
+}
+
+bool route_cancel(shard_services& here, cancel_directory& directory, uint32_t pid, uint32_t key,
+                  uint64_t waiter_id) {
   const int owner = cancel_registry::owner_shard(pid, here.shard_count());
-  if (owner < 0 || owner >= static_cast<int>(directory.per_shard.size())) return;
+  if (owner < 0 || owner >= static_cast<int>(directory.per_shard.size())) return false;
   if (owner != here.shard_id()) AG_DEBUG("cancel request routed to shard %d", owner);
-  if (!here.post(owner, std::make_unique<cancel_task>(*directory.per_shard[owner], pid, key)))
+  const waiter_address waiter{&directory, here.shard_id(), waiter_id};
+  if (!here.post(owner, std::make_unique<cancel_task>(*directory.per_shard[owner], pid, key, waiter))) {
     AG_WARN("shard %d's inbox is full; a cancel request was dropped", owner);
+    return false;
+  }
+  return true;
 }
 
 }  // namespace agentgate::pg

@@ -18,6 +18,7 @@
 namespace agentgate::pg {
 
 struct target_runtime;
+class session;
 
 struct upstream_key {
   uint32_t pid = 0;
@@ -43,6 +44,13 @@ class cancel_registry {
   // The shard that minted pid, or -1 if no shard could have.
   static int owner_shard(uint32_t minted_pid, int shard_count);
 
+  // A client's cancel connection stays open until its request has been
+  // delivered upstream (libpq waits for that close); waiters are found again
+  // by id when the owner shard reports back.
+  uint64_t add_waiter(session& s);
+  void remove_waiter(uint64_t id);
+  session* find_waiter(uint64_t id) const;
+
   size_t size() const { return entries_.size(); }
 
  private:
@@ -50,6 +58,8 @@ class cancel_registry {
   const int shard_id_;
   uint32_t next_sequence_ = 1;
   std::unordered_map<uint32_t, entry> entries_;
+  uint64_t next_waiter_ = 1;
+  std::unordered_map<uint64_t, session*> waiters_;
 };
 
 // Every shard's registry, built before the shards start. Registry i is only
@@ -60,7 +70,10 @@ struct cancel_directory {
 
 // Handles a CancelRequest that arrived on any shard: posts it to the owner,
 // which forwards it upstream with the upstream's own key. Unknown keys are
-// dropped silently, as PostgreSQL does.
-void route_cancel(shard_services& here, cancel_directory& directory, uint32_t pid, uint32_t key);
+// dropped silently, as PostgreSQL does. Either way the waiter (`waiter_id` in
+// this shard's registry) hears back through session::on_cancel_done() once
+// the request was delivered or dropped. False if it could not be posted.
+bool route_cancel(shard_services& here, cancel_directory& directory, uint32_t pid, uint32_t key,
+                  uint64_t waiter_id);
 
 }  // namespace agentgate::pg

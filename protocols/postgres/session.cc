@@ -103,8 +103,10 @@ session::session(const target_runtime& target, session_probe& probe, const shard
       upstream_sink_(std::make_unique<upstream_sink>(*this)) {}
 
 session::~session() {
-  if (minted_pid_ != 0 && shard_.cancels != nullptr && io_ != nullptr)
-    shard_.cancels->per_shard[io_->shard().shard_id()]->remove(minted_pid_);
+  if (shard_.cancels == nullptr || io_ == nullptr) return;
+  cancel_registry& registry = *shard_.cancels->per_shard[io_->shard().shard_id()];
+  if (minted_pid_ != 0) registry.remove(minted_pid_);
+  if (cancel_waiter_ != 0) registry.remove_waiter(cancel_waiter_);
 }
 
 void session::on_start(session_io& io) {
@@ -216,12 +218,19 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
       return true;
     }
     case startup_kind::cancel_request: {
-      // The connection carries nothing else; the owner shard does the rest.
+      // The connection carries nothing else; the owner shard does the rest
+      // and tells us when the request is delivered, so we close only then.
       ++probe_.cancels_forwarded;
-      state_ = state::closed;
-      if (shard_.cancels != nullptr)
-        route_cancel(io_->shard(), *shard_.cancels, packet.cancel_pid, packet.cancel_key);
-      io_->abort();
+      if (shard_.cancels == nullptr) {
+        state_ = state::closed;
+        io_->abort();
+        return false;
+      }
+      state_ = state::cancel_wait;
+      cancel_waiter_ = shard_.cancels->per_shard[io_->shard().shard_id()]->add_waiter(*this);
+      if (!route_cancel(io_->shard(), *shard_.cancels, packet.cancel_pid, packet.cancel_key,
+                        cancel_waiter_))
+        on_cancel_done();
       return false;
     }
     case startup_kind::startup:
@@ -345,8 +354,10 @@ bool session::on_client_login_frame(const frame_header& header, bytes frame) {
 }
 
 bool session::token_expired() {
-  if (target_.config.client_auth != client_auth_mode::jwt || identity_.expires_at_s == 0) return false;
-  return now_s() > identity_.expires_at_s;
+  if (target_.config.client_auth != client_auth_mode::jwt || identity_.valid_until_s == 0 ||
+      target_.on_token_expiry == token_expiry_action::ignore)
+    return false;
+  return now_s() >= identity_.valid_until_s;
 }
 
 bool session::hold_early_client_bytes(bytes data) {
@@ -359,6 +370,12 @@ bool session::hold_early_client_bytes(bytes data) {
   return true;
 }
 
+
+void session::on_cancel_done() {
+  if (state_ != state::cancel_wait) return;
+  state_ = state::closed;
+  io_->abort();
+}
 
 void session::on_upstream_connected(const status& result) {
   if (state_ == state::closed) return;
@@ -557,7 +574,9 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
   }
   if (header.type == 'X') {
     client_terminated_ = true;
-  } else if ((header.type == 'Q' || header.type == 'P' || header.type == 'F') && token_expired() &&
+  } else if ((header.type == 'Q' || header.type == 'P' || header.type == 'B' || header.type == 'E' ||
+              header.type == 'F') &&
+             token_expired() &&
              shard_.auth != nullptr) {
     ++probe_.sessions_expired;
     fail("28000", "the session's token expired; log in again with a fresh token");
@@ -643,6 +662,9 @@ void session::on_deadline() {
       return;
     case state::relaying:
       fail("57P05", "terminating connection due to idle-session timeout");
+      return;
+    case state::cancel_wait:
+      on_cancel_done();  // the owner never answered: close anyway
       return;
     case state::closed:
       return;

@@ -27,6 +27,7 @@ struct target_runtime {
   target_config config;
   net_address upstream_address;
   limits_config limits;
+  token_expiry_action on_token_expiry = token_expiry_action::terminate;
 };
 
 // Bytes a client may pipeline behind its startup packet before the login is done.
@@ -64,9 +65,13 @@ class session final : public session_handler {
   void on_peer_closed(peer which, const status& reason) override;
   void on_deadline() override;
 
+  // The CancelRequest this connection carried was delivered upstream (or
+  // dropped as unknown): the connection closes, as PostgreSQL's would.
+  void on_cancel_done();
+
  private:
   enum class state : uint8_t {
-    startup, client_auth, connecting, upstream_tls, upstream_auth, relaying, closed
+    startup, client_auth, connecting, upstream_tls, upstream_auth, relaying, cancel_wait, closed
   };
 
   class client_sink;
@@ -102,6 +107,7 @@ class session final : public session_handler {
   const shard_context& shard_;
   session_identity identity_;
   uint32_t minted_pid_ = 0;  // our BackendKeyData's pid, registered with the shard's registry
+  uint64_t cancel_waiter_ = 0;  // this connection's id while its CancelRequest is on its way
   session_io* io_ = nullptr;
   state state_ = state::startup;
 

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "core/identity/token_signer.h"
 
 namespace agentgate {
 namespace {
@@ -250,19 +253,14 @@ TEST_F(ConfigLoaderTest, UnknownKeyNested) {
 }
 
 TEST_F(ConfigLoaderTest, NotYetSupportedKeys) {
-  for (const char* key : {"identity", "policy_file", "recording", "admin", "tls"}) {
+  for (const char* key : {"policy_file", "recording", "admin"}) {
     EXPECT_EQ(error_of(one_target(std::string(R"(, ")") + key + R"(": {})")),
               std::string(key) + ": not supported by this build yet");
   }
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "allow_plaintext_auth": true})")),
-            "targets[0].allow_plaintext_auth: not supported by this build yet");
   std::string mysql = target("pg", "127.0.0.1:6432");
   mysql.replace(mysql.find("postgres"), 8, "mysql");
   EXPECT_EQ(error_of(with_targets(mysql)),
             R"(targets[0].protocol: "mysql" is not supported yet; the only protocol is "postgres")");
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "client_auth": "jwt"})")),
-            R"(targets[0].client_auth: "jwt" is not supported yet; only "trust" until JWT login )"
-            "arrives with identity support");
 }
 
 TEST_F(ConfigLoaderTest, WrongType) {
@@ -499,6 +497,263 @@ TEST_F(ConfigLoaderTest, DemoExampleParses) {
   EXPECT_EQ(r->targets[0].upstream.user, "agentgate");
   EXPECT_EQ(r->targets[0].upstream.database, "demo");
   EXPECT_EQ(r->targets[0].upstream.password, "demo");
+}
+
+
+// ---- tls, identity, client_auth, upstream TLS ----
+
+// Certificates and keys made with the openssl CLI, once per suite.
+class ConfigLoaderTlsTest : public ConfigLoaderTest {
+ protected:
+  static void SetUpTestSuite() {
+    std::string pattern = (fs::temp_directory_path() / "config_loader_pki.XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    pki_ = pattern;
+    for (const char* name : {"server", "other"}) {
+      std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                        "-nodes -days 2 -subj /CN=localhost -keyout '" + pki_ + "/" + name +
+                        "-key.pem' -out '" + pki_ + "/" + name + "-cert.pem' >/dev/null 2>&1";
+      ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    }
+    std::string enc = "openssl genpkey -algorithm ed25519 -aes-128-cbc -pass pass:x -out '" +
+                      pki_ + "/encrypted-key.pem' >/dev/null 2>&1";
+    ASSERT_EQ(std::system(enc.c_str()), 0);
+    auto jwks = identity::jwks_for_key(pki_ + "/server-key.pem", "k1");
+    ASSERT_TRUE(jwks) << jwks.error().message();
+    std::ofstream(pki_ + "/jwks.json") << *jwks;
+  }
+  static void TearDownTestSuite() {
+    std::error_code ignored;
+    fs::remove_all(pki_, ignored);
+  }
+
+  void SetUp() override {
+    ConfigLoaderTest::SetUp();
+    for (const char* f : {"server-cert.pem", "server-key.pem", "other-cert.pem", "other-key.pem",
+                          "encrypted-key.pem", "jwks.json"}) {
+      fs::copy_file(pki_ + "/" + f, dir_ + "/" + f);
+    }
+  }
+
+  // A target with client_auth jwt, plus the given top-level sections.
+  std::string jwt_config(const std::string& target_extra, const std::string& top_extra) {
+    std::string t = target("pg", "127.0.0.1:6432");
+    t.insert(t.find(R"("upstream")"), R"("client_auth": "jwt", )" + target_extra);
+    return with_targets(t, top_extra);
+  }
+
+  static inline std::string pki_;
+};
+
+constexpr const char* tls_ok = R"(, "tls": {"cert": "server-cert.pem", "key": "server-key.pem"})";
+constexpr const char* identity_ok =
+    R"(, "identity": {"issuers": [{"issuer": "https://idp.test", "audience": "agentgate",
+                                   "jwks_file": "jwks.json"}]})";
+
+TEST_F(ConfigLoaderTlsTest, TlsLoadsWithPathsResolved) {
+  auto r = parse(one_target(tls_ok));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->tls.cert, dir_ + "/server-cert.pem");
+  EXPECT_EQ(r->tls.key, dir_ + "/server-key.pem");
+  // Absent: no TLS for clients.
+  auto none = parse(one_target());
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->tls.cert, "");
+}
+
+TEST_F(ConfigLoaderTlsTest, TlsErrors) {
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "server-cert.pem", "key": "other-key.pem"})")),
+            "tls.key: does not match tls.cert");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"key": "server-key.pem"})")), "tls.cert: required");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "server-cert.pem"})")), "tls.key: required");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "nope.pem", "key": "server-key.pem"})")),
+            "tls.cert: cannot open \"" + dir_ + "/nope.pem\": No such file or directory");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "pw", "key": "server-key.pem"})")),
+            "tls.cert: no PEM certificate in \"" + dir_ + "/pw\"");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "server-cert.pem", "key": "server-cert.pem"})")),
+            "tls.key: no unencrypted PEM private key in \"" + dir_ + "/server-cert.pem\"");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "server-cert.pem", "key": "encrypted-key.pem"})")),
+            "tls.key: no unencrypted PEM private key in \"" + dir_ + "/encrypted-key.pem\"");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": "", "key": "server-key.pem"})")),
+            "tls.cert: expected a file path");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"cert": 1})")), "tls.cert: expected a string");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": {"ciphers": "x"})")), "tls.ciphers: unknown key");
+  EXPECT_EQ(error_of(one_target(R"(, "tls": true)")), "tls: expected an object");
+}
+
+TEST_F(ConfigLoaderTlsTest, IdentityRoundTrip) {
+  auto r = parse(jwt_config("", std::string(tls_ok) + R"(, "identity": {
+      "issuers": [
+        {"issuer": "https://idp.test", "audience": "agentgate", "jwks_file": "jwks.json",
+         "groups_claim": "roles"},
+        {"issuer": "https://login.example.com/tenant", "audience": "api://agentgate",
+         "jwks_uri": "https://login.example.com/keys", "jwks_refresh_s": 600,
+         "jwks_ca_file": "other-cert.pem"}],
+      "leeway_s": 30, "token_bytes_max": 4096, "cache_entries_max": 0,
+      "on_token_expiry": "ignore"})"));
+  ASSERT_TRUE(r) << r.error().message();
+  const identity_config& id = r->identity;
+  ASSERT_EQ(id.issuers.size(), 2u);
+  EXPECT_EQ(id.issuers[0].issuer, "https://idp.test");
+  EXPECT_EQ(id.issuers[0].audience, "agentgate");
+  EXPECT_EQ(id.issuers[0].jwks_file, dir_ + "/jwks.json");
+  EXPECT_EQ(id.issuers[0].jwks_uri, "");
+  EXPECT_EQ(id.issuers[0].groups_claim, "roles");
+  EXPECT_EQ(id.issuers[1].jwks_file, "");
+  EXPECT_EQ(id.issuers[1].jwks_uri, "https://login.example.com/keys");
+  EXPECT_EQ(id.issuers[1].jwks_refresh_s, 600u);
+  EXPECT_EQ(id.issuers[1].jwks_ca_file, dir_ + "/other-cert.pem");
+  EXPECT_EQ(id.issuers[1].groups_claim, "groups");
+  EXPECT_EQ(id.leeway_s, 30u);
+  EXPECT_EQ(id.token_bytes_max, 4096u);
+  EXPECT_EQ(id.cache_entries_max, 0u);
+  EXPECT_EQ(id.on_expiry, token_expiry_action::ignore);
+  EXPECT_EQ(r->targets[0].client_auth, client_auth_mode::jwt);
+  EXPECT_FALSE(r->targets[0].allow_plaintext_auth);
+}
+
+TEST_F(ConfigLoaderTlsTest, IdentityDefaults) {
+  auto r = parse(one_target(identity_ok));
+  ASSERT_TRUE(r) << r.error().message();
+  const identity_config d;
+  EXPECT_EQ(r->identity.leeway_s, d.leeway_s);
+  EXPECT_EQ(r->identity.token_bytes_max, d.token_bytes_max);
+  EXPECT_EQ(r->identity.cache_entries_max, d.cache_entries_max);
+  EXPECT_EQ(r->identity.on_expiry, token_expiry_action::terminate);
+  EXPECT_EQ(r->identity.issuers[0].jwks_refresh_s, 300u);
+  EXPECT_EQ(r->identity.issuers[0].groups_claim, "groups");
+  auto empty = parse(one_target(R"(, "identity": {})"));
+  ASSERT_TRUE(empty) << empty.error().message();
+  EXPECT_TRUE(empty->identity.issuers.empty());
+}
+
+TEST_F(ConfigLoaderTlsTest, IdentityErrors) {
+  auto issuer = [&](const std::string& members) {
+    return error_of(one_target(R"(, "identity": {"issuers": [)" + members + "]}"));
+  };
+  const std::string base = R"("issuer": "https://idp.test", "audience": "agentgate")";
+  EXPECT_EQ(issuer(R"({"audience": "a", "jwks_file": "jwks.json"})"),
+            "identity.issuers[0].issuer: required");
+  EXPECT_EQ(issuer(R"({"issuer": "i", "jwks_file": "jwks.json"})"),
+            "identity.issuers[0].audience: required");
+  EXPECT_EQ(issuer("{" + base + "}"),
+            "identity.issuers[0].jwks_file: required unless jwks_uri is set");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "missing.json"})"),
+            "identity.issuers[0].jwks_file: cannot open \"" + dir_ +
+                "/missing.json\": No such file or directory");
+  write_file("broken.json", R"({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]})");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "broken.json"})"),
+            "identity.issuers[0].jwks_file: \"" + dir_ + "/broken.json\": keys[0].x: expected 32 bytes");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_uri": "http://idp.test/keys"})"),
+            R"(identity.issuers[0].jwks_uri: expected an https:// URL, got "http://idp.test/keys")");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_uri": "https://idp.test/a b"})"),
+            R"(identity.issuers[0].jwks_uri: expected an https:// URL, got "https://idp.test/a b")");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "jwks.json", "jwks_ca_file": "other-cert.pem"})"),
+            "identity.issuers[0].jwks_ca_file: only used with jwks_uri");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "jwks.json", "jwks_refresh_s": 60})"),
+            "identity.issuers[0].jwks_refresh_s: only used with jwks_uri");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_uri": "https://i/k", "jwks_ca_file": "pw"})"),
+            "identity.issuers[0].jwks_ca_file: no PEM certificate in \"" + dir_ + "/pw\"");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_uri": "https://i/k", "jwks_refresh_s": 0})"),
+            "identity.issuers[0].jwks_refresh_s: expected an integer between 1 and 86400");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "jwks.json", "groups_claim": ""})"),
+            "identity.issuers[0].groups_claim: expected 1 to 256 characters");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "jwks.json", "kid": "x"})"),
+            "identity.issuers[0].kid: unknown key");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "jwks.json", "extra": 1})"),
+            "identity.issuers[0].extra: unknown key");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": 5})"),
+            "identity.issuers[0].jwks_file: expected a string");
+  EXPECT_EQ(issuer(R"({"issuer": "", "audience": "a", "jwks_file": "jwks.json"})"),
+            "identity.issuers[0].issuer: expected 1 to 1024 characters without control characters");
+  EXPECT_EQ(issuer("{" + base + R"(, "jwks_file": "jwks.json"}, {)" + base +
+                   R"(, "jwks_file": "jwks.json"})"),
+            R"(identity.issuers[1].issuer: "https://idp.test" is already the issuer of identity.issuers[0])");
+  std::string many;
+  for (int i = 0; i < 17; ++i) {
+    many += std::string(i ? "," : "") + R"({"issuer": "i)" + std::to_string(i) +
+            R"(", "audience": "a", "jwks_file": "jwks.json"})";
+  }
+  EXPECT_EQ(issuer(many), "identity.issuers: at most 16 issuers are supported");
+
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"issuers": {}})")),
+            "identity.issuers: expected an array");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"leeway_s": 3601})")),
+            "identity.leeway_s: expected an integer between 0 and 3600");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"token_bytes_max": 100})")),
+            "identity.token_bytes_max: expected an integer between 1024 and 65536");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"cache_entries_max": 1000001})")),
+            "identity.cache_entries_max: expected an integer between 0 and 1000000");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"on_token_expiry": "warn"})")),
+            R"(identity.on_token_expiry: expected "terminate" or "ignore", got "warn")");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"issuer": "x"})")),
+            "identity.issuer: unknown key");
+}
+
+TEST_F(ConfigLoaderTlsTest, JwtClientAuthNeedsIssuersAndTls) {
+  EXPECT_EQ(error_of(jwt_config("", tls_ok)),
+            R"(targets[0].client_auth: "jwt" needs identity.issuers)");
+  EXPECT_EQ(error_of(jwt_config("", std::string(tls_ok) + R"(, "identity": {"issuers": []})")),
+            R"(targets[0].client_auth: "jwt" needs identity.issuers)");
+  EXPECT_EQ(error_of(jwt_config("", identity_ok)),
+            R"(targets[0].client_auth: "jwt" needs tls (or allow_plaintext_auth for loopback tests))");
+  EXPECT_EQ(error_of(jwt_config(R"("allow_plaintext_auth": false, )", identity_ok)),
+            R"(targets[0].client_auth: "jwt" needs tls (or allow_plaintext_auth for loopback tests))");
+  auto plaintext = parse(jwt_config(R"("allow_plaintext_auth": true, )", identity_ok));
+  ASSERT_TRUE(plaintext) << plaintext.error().message();
+  EXPECT_TRUE(plaintext->targets[0].allow_plaintext_auth);
+  // identity and tls may come before or after the targets.
+  std::string t = target("pg", "127.0.0.1:6432");
+  t.insert(t.find(R"("upstream")"), R"("client_auth": "jwt", )");
+  std::string identity_first = std::string("{") + (identity_ok + 2) + (tls_ok) +
+                               R"(, "targets": [)" + t + "]}";
+  EXPECT_EQ(error_of(identity_first), "ok");
+  EXPECT_EQ(error_of(jwt_config("", std::string(tls_ok) + identity_ok)), "ok");
+}
+
+TEST_F(ConfigLoaderTlsTest, ClientAuthValues) {
+  std::string t = target("pg", "127.0.0.1:6432");
+  t.insert(t.find(R"("upstream")"), R"("client_auth": "password", )");
+  EXPECT_EQ(error_of(with_targets(t)),
+            R"(targets[0].client_auth: expected "trust" or "jwt", got "password")");
+  std::string p = target("pg", "127.0.0.1:6432");
+  p.insert(p.find(R"("upstream")"), R"("allow_plaintext_auth": "yes", )");
+  EXPECT_EQ(error_of(with_targets(p)), "targets[0].allow_plaintext_auth: expected true or false");
+  // A trust target may carry allow_plaintext_auth; it changes nothing there.
+  std::string trust = target("pg", "127.0.0.1:6432");
+  trust.insert(trust.find(R"("upstream")"), R"("allow_plaintext_auth": true, )");
+  EXPECT_EQ(error_of(with_targets(trust)), "ok");
+}
+
+TEST_F(ConfigLoaderTlsTest, UpstreamTls) {
+  auto mode = [&](const std::string& extra) {
+    auto r = parse(with_targets(target("pg", "127.0.0.1:6432", extra)));
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? r->targets[0].upstream : upstream_config{};
+  };
+  EXPECT_EQ(mode("").tls, upstream_tls_mode::disable);
+  EXPECT_EQ(mode(R"(, "tls": "disable")").tls, upstream_tls_mode::disable);
+  EXPECT_EQ(mode(R"(, "tls": "require")").tls, upstream_tls_mode::require);
+  EXPECT_EQ(mode(R"(, "tls": "verify-full")").tls, upstream_tls_mode::verify_full);
+  upstream_config pinned = mode(R"(, "tls": "verify-full", "ca_file": "other-cert.pem")");
+  EXPECT_EQ(pinned.ca_file, dir_ + "/other-cert.pem");
+  EXPECT_EQ(mode(R"(, "tls": "verify-full")").ca_file, "");
+
+  auto error = [&](const std::string& extra) {
+    return error_of(with_targets(target("pg", "127.0.0.1:6432", extra)));
+  };
+  EXPECT_EQ(error(R"(, "tls": "verify-ca")"),
+            R"(targets[0].upstream.tls: expected "disable", "require" or "verify-full", got "verify-ca")");
+  EXPECT_EQ(error(R"(, "tls": true)"), "targets[0].upstream.tls: expected a string");
+  EXPECT_EQ(error(R"(, "tls": "require", "ca_file": "other-cert.pem")"),
+            R"(targets[0].upstream.ca_file: only used with tls: "verify-full")");
+  EXPECT_EQ(error(R"(, "ca_file": "other-cert.pem")"),
+            R"(targets[0].upstream.ca_file: only used with tls: "verify-full")");
+  EXPECT_EQ(error(R"(, "tls": "verify-full", "ca_file": "none.pem")"),
+            "targets[0].upstream.ca_file: cannot open \"" + dir_ +
+                "/none.pem\": No such file or directory");
+  EXPECT_EQ(error(R"(, "tls": "verify-full", "ca_file": "pw")"),
+            "targets[0].upstream.ca_file: no PEM certificate in \"" + dir_ + "/pw\"");
 }
 
 }  // namespace
