@@ -23,42 +23,14 @@
 #include <string_view>
 #include <vector>
 
+#include "core/sql_facts.h"
 #include "core/status.h"
 
 namespace agentgate::masking {
 
-// What one statement is and does. A string with several statements yields one
-// entry per statement; a statement that runs another statement inside it (a
-// data-modifying CTE, PREPARE ... AS, EXPLAIN ANALYZE) also yields an entry for
-// the inner one, marked `nested`, so a rule on DELETE catches
-// `WITH d AS (DELETE FROM t) SELECT 1` without knowing about CTEs.
-struct statement_facts {
-  // PostgreSQL's command tag as CreateCommandTag() names it: "SELECT",
-  // "DELETE", "DROP TABLE", "TRUNCATE TABLE", "GRANT ROLE", "SET", ...
-  std::string kind;
-  // Relations named anywhere in the statement (and its nested statements), as
-  // written, schema-qualified when written so: "public.users". Unquoted names
-  // are lowercased by the parser, quoted ones keep their case. A CTE's name
-  // used in FROM is listed too (conservative: it may shadow a table).
-  std::vector<std::string> tables;
-  // Functions called by name anywhere (targets, FROM, WHERE, CTEs, subqueries,
-  // DEFAULTs, CALL, trigger functions), lowercased, as written ("pg_catalog.
-  // pg_read_file"). Match with calls_function(), which compares the last part.
-  std::vector<std::string> functions;
-  bool without_where = false;  // UPDATE/DELETE without WHERE (WHERE CURRENT OF counts as a WHERE)
-  bool copy_program = false;   // COPY ... TO/FROM PROGRAM
-  // Modifies stored data or schema: DML, COPY FROM, TRUNCATE, SELECT INTO,
-  // DDL, DO, CALL, and anything containing a statement that writes. Reads,
-  // SET/SHOW, transaction control, EXPLAIN without ANALYZE, LISTEN/NOTIFY,
-  // cursors and EXECUTE (its statement was judged at PREPARE) do not.
-  bool writes = false;
-  // SET/RESET (and ALTER ROLE/DATABASE ... SET, ALTER SYSTEM): the parameter,
-  // lowercased: "role", "session_authorization", "search_path"; "all" for
-  // RESET ALL.
-  std::string set_parameter;
-  std::uint32_t top_level_index = 0;  // which statement of the string this belongs to
-  bool nested = false;                // runs inside the top-level statement
-};
+// statement_facts lives in core (core/sql_facts.h) so that policies can be
+// judged without depending on the classifier.
+using agentgate::statement_facts;
 
 struct classification {
   // False when the text could not be classified: a syntax error, or a bound
