@@ -56,7 +56,7 @@ constexpr size_t pem_file_bytes_max = 1u << 20;
 // Keys DESIGN.md names for work that has not landed. Refused rather than
 // ignored: a gateway that starts without the policy or recording its
 // operator configured is worse than one that does not start.
-constexpr std::string_view top_level_keys_later[] = {"policy_file", "recording", "admin"};
+constexpr std::string_view top_level_keys_later[] = {"recording"};
 
 bool is_later_key(std::string_view key, const auto& later) {
   return std::find(std::begin(later), std::end(later), key) != std::end(later);
@@ -803,6 +803,49 @@ status parse_io(element value, const std::string& path, io_config& out) {
   return status::ok();
 }
 
+// The admin API: where it listens and the token that guards it (read now).
+status parse_admin(element value, const std::string& path, const std::string& base_dir,
+                   admin_config& out) {
+  status s = for_each_member(value, path, [&](std::string_view key, element v,
+                                              const std::string& p) -> status {
+    std::string_view text;
+    if (key != "listen" && key != "token_file") return fail(p, "unknown key");
+    if (status e = get_string(v, p, text); !e) return e;
+    if (key == "listen") {
+      target_config probe;
+      if (status e = parse_listen(text, p, probe); !e) return e;
+      out.listen = std::string(text);
+    } else {
+      if (text.empty()) return fail(p, "expected a file path");
+      out.token_file = resolve_path(std::string(text), base_dir);
+    }
+    return status::ok();
+  });
+  if (!s) return s;
+  if (out.listen.empty()) return fail(key_path(path, "listen"), "required");
+  if (out.token_file.empty()) return fail(key_path(path, "token_file"), "required");
+  std::string reason;
+  if (!read_small_file(out.token_file, password_file_bytes_max, out.token, reason))
+    return fail(key_path(path, "token_file"), reason);
+  while (!out.token.empty() && (out.token.back() == '\n' || out.token.back() == '\r')) out.token.pop_back();
+  if (out.token.size() < 16) return fail(key_path(path, "token_file"), "the token must be at least 16 characters");
+  return status::ok();
+}
+
+status parse_approvals(element value, const std::string& path, approvals_config& out) {
+  return for_each_member(value, path, [&](std::string_view key, element v,
+                                          const std::string& p) -> status {
+    std::string_view text;
+    if (key != "webhook_url") return fail(p, "unknown key");
+    if (status e = get_string(v, p, text); !e) return e;
+    if ((text.rfind("http://", 0) != 0 && text.rfind("https://", 0) != 0) ||
+        !is_bounded_text(text, uri_chars_max))
+      return fail(p, "expected an http:// or https:// URL");
+    out.webhook_url = std::string(text);
+    return status::ok();
+  });
+}
+
 }  // namespace
 
 result<gateway_config> parse_config(std::string_view json, const std::string& base_dir) {
@@ -840,6 +883,17 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
     if (key == "io") return parse_io(v, p, config.io);
     if (key == "tls") return parse_tls(v, p, base_dir, config.tls);
     if (key == "identity") return parse_identity(v, p, base_dir, config.identity);
+    if (key == "admin") return parse_admin(v, p, base_dir, config.admin);
+    if (key == "approvals") return parse_approvals(v, p, config.approvals);
+    if (key == "policy_file") {
+      std::string_view text;
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text.empty()) return fail(p, "expected a file path");
+      config.policy_file = resolve_path(std::string(text), base_dir);
+      std::string contents, reason;
+      if (!read_small_file(config.policy_file, config_file_bytes_max, contents, reason)) return fail(p, reason);
+      return status::ok();
+    }
     return unknown_key(key, p, top_level_keys_later);
   });
   if (!s) return s;

@@ -12,7 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include "appliance/admin_server.h"
 #include "appliance/config_loader.h"
+#include "appliance/control.h"
+#include "appliance/guard.h"
 #include "core/identity/jwks_refresher.h"
 #include "core/identity/jwt_authenticator.h"
 #include "core/log.h"
@@ -173,6 +176,32 @@ int run_server(const std::string& config_path) {
     contexts[s].cancels = &cancels;
   }
 
+  // Guardrails: the policy store (control plane) and one guard per shard.
+  policy_store policies;
+  std::vector<std::unique_ptr<policy_guard>> guards(shard_count);
+  if (!config.policy_file.empty()) {
+    std::string text, reason;
+    FILE* f = fopen(config.policy_file.c_str(), "rb");
+    if (f == nullptr) return config_error("policy_file: cannot open " + config.policy_file);
+    char buf[65536];
+    size_t n = 0;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+    fclose(f);
+    std::vector<policy_error> errors;
+    result<std::shared_ptr<const policy>> loaded = policies.put(text, "policy_file", errors);
+    if (!loaded) {
+      std::string all;
+      for (const policy_error& e : errors) all += (all.empty() ? "" : "; ") + (e.path.empty() ? e.message : e.path + ": " + e.message);
+      return config_error("policy_file: " + all);
+    }
+    result<std::vector<guard_snapshot>> snapshots = build_guard_snapshots(*loaded, shard_count);
+    if (!snapshots) return config_error("policy_file: " + snapshots.error().message());
+    for (unsigned s = 0; s < shard_count; ++s) {
+      guards[s] = std::make_unique<policy_guard>(std::move((*snapshots)[s]));
+      contexts[s].inspector = guards[s].get();
+    }
+  }
+
   // Token login: the refresher owns the keys (control plane); each shard has
   // its own authenticator with its own cache, fed new snapshots by message.
   std::vector<std::unique_ptr<identity::jwt_authenticator>> authenticators(shard_count);
@@ -244,6 +273,30 @@ int run_server(const std::string& config_path) {
       shard.run(stop);
     });
   }
+  // The config API, off the data path, on its own thread.
+  std::vector<shard_parts> parts(shard_count);
+  for (unsigned s = 0; s < shard_count; ++s) {
+    parts[s].shard = shards[s].get();
+    for (auto& f : factories[s]) parts[s].factories.push_back(f.get());
+    parts[s].guard = guards[s].get();
+  }
+  control_plane control(std::move(parts), policies);
+  std::unique_ptr<admin_server> admin;
+  if (!config.admin.listen.empty()) {
+    admin_server_options options;
+    options.listen = config.admin.listen;
+    options.admin_token = config.admin.token;
+    admin = std::make_unique<admin_server>(options);
+    control.register_routes(*admin);
+    if (const status st = admin->start(); !st) {
+      AG_ERROR("%s", st.message().c_str());
+      stop.store(true);
+      for (auto& t : threads) t.join();
+      return config_error(st.message());
+    }
+    AG_INFO("config API listening on %s", admin->address().c_str());
+  }
+
   for (size_t i = 0; i < targets.size(); ++i)
     AG_INFO("target %s: listening on %s, upstream %s, %u shards", targets[i].config.name.c_str(),
             listen_addresses[i].text.c_str(), targets[i].upstream_address.text.c_str(), shard_count);
@@ -261,6 +314,7 @@ int run_server(const std::string& config_path) {
     }
   }
   if (refresher != nullptr) refresher->stop();
+  if (admin != nullptr) admin->stop();
   if (!stop.load()) AG_INFO("received %s, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   stop.store(true);
   for (auto& t : threads) t.join();

@@ -85,12 +85,25 @@ struct io_config {
   bool pin_threads = true;                     // pin shard i to CPU i
 };
 
+struct admin_config {
+  std::string listen;      // "host:port"; empty: no config API
+  std::string token_file;  // the admin bearer token (first line)
+  std::string token;       // its contents, read at start
+};
+
+struct approvals_config {
+  std::string webhook_url;  // optional: each new request is POSTed here
+};
+
 struct gateway_config {
   uint32_t shards = 0;                         // 0: one per online CPU
   std::string log_level = "info";
   std::vector<target_config> targets;
   tls_config tls;
   identity_config identity;
+  std::string policy_file;  // the policy at start; replaceable through PUT /v1/policy
+  admin_config admin;
+  approvals_config approvals;
   limits_config limits;
   io_config io;
 };

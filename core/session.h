@@ -90,6 +90,10 @@ class session_handler {
   virtual void on_peer_closed(peer which, const status& reason) = 0;
 
   virtual void on_deadline() = 0;
+
+  // A JSON object describing the session for GET /v1/sessions; empty to
+  // leave it out (e.g. a gateway-side cancel forwarder).
+  virtual std::string describe_json() const { return {}; }
 };
 
 // Makes one handler per accepted connection. One factory per target per

@@ -27,6 +27,8 @@ class shard_services {
   // Queues task for shard `target` (may be this one). False if that shard's
   // inbox from this sender is full; the task is dropped then.
   virtual bool post(int target, std::unique_ptr<shard_task> task) = 0;
+  // The same from a control-plane thread (e.g. an approval's verdict).
+  virtual bool post_from_control(std::unique_ptr<shard_task> task) = 0;
   // Starts a session with only an upstream side; the handler connects it.
   virtual void start_outbound(std::unique_ptr<session_handler> handler) = 0;
 };

@@ -408,6 +408,16 @@ bool uring_shard::post_from_control(std::unique_ptr<shard_task> task) {
   return push(static_cast<int>(inboxes_.size()) - 1, std::move(task));
 }
 
+void uring_shard::describe_sessions(std::string& out) const {
+  for (const connection* c : connections_) {
+    if (c->closed || c->handler == nullptr) continue;
+    std::string item = c->handler->describe_json();
+    if (item.empty()) continue;
+    if (!out.empty()) out += ",";
+    out += item;
+  }
+}
+
 void uring_shard::set_server_tls_context(SSL_CTX* ctx) {
   // Sessions already in TLS hold their own reference to the old context.
   SSL_CTX_free(server_tls_);

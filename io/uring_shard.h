@@ -92,7 +92,9 @@ class uring_shard final : public shard_services {
   void start_outbound(std::unique_ptr<session_handler> handler) override;
 
   // From the control plane (main thread): queues a task for this shard.
-  bool post_from_control(std::unique_ptr<shard_task> task);
+  bool post_from_control(std::unique_ptr<shard_task> task) override;
+  // The sessions' own descriptions as a JSON array's items. Shard thread only.
+  void describe_sessions(std::string& out) const;
   // Replaces the client TLS context; the shard takes the reference. Shard thread only.
   void set_server_tls_context(SSL_CTX* ctx);
 

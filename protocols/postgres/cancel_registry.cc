@@ -95,8 +95,10 @@ class cancel_task final : public shard_task {
       : registry_(registry), pid_(pid), key_(key), waiter_(waiter) {}
   void run(shard_services& shard) override {
     std::optional<cancel_registry::entry> e = registry_.find(pid_, key_);
-    if (!e) {
-      waiter_.notify(shard);  // unknown or stale: ignored, as PostgreSQL does
+    if (!e || e->owner->on_cancel_requested()) {
+      // Unknown or stale: ignored, as PostgreSQL does. Or the session was
+      // waiting for an approval, and the cancel withdrew it: nothing runs upstream.
+      waiter_.notify(shard);
       return;
     }
     shard.start_outbound(std::make_unique<cancel_forwarder>(*e->target, e->upstream, waiter_));
@@ -113,7 +115,8 @@ class cancel_task final : public shard_task {
 
 cancel_registry::cancel_registry(int shard_id) : shard_id_(shard_id) {}
 
-upstream_key cancel_registry::add(const upstream_key& upstream, const target_runtime& target) {
+upstream_key cancel_registry::add(const upstream_key& upstream, const target_runtime& target,
+                                  session& owner) {
   const uint32_t mask = (1u << sequence_bits) - 1;
   uint32_t pid = 0;
   do {
@@ -122,7 +125,7 @@ upstream_key cancel_registry::add(const upstream_key& upstream, const target_run
     pid = (static_cast<uint32_t>(shard_id_ + 1) << sequence_bits) | seq;
   } while (pid == 0 || entries_.count(pid) != 0);
   const uint32_t key = random_u32();
-  entries_[pid] = entry{key, upstream, &target};
+  entries_[pid] = entry{key, upstream, &target, &owner};
   return {pid, key};
 }
 

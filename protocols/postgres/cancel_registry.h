@@ -30,13 +30,14 @@ class cancel_registry {
   explicit cancel_registry(int shard_id);
 
   // Mints a (pid, key) for a session whose upstream said `upstream`.
-  upstream_key add(const upstream_key& upstream, const target_runtime& target);
+  upstream_key add(const upstream_key& upstream, const target_runtime& target, session& owner);
   void remove(uint32_t minted_pid);
 
   struct entry {
     uint32_t key;
     upstream_key upstream;
     const target_runtime* target;
+    session* owner;  // lives as long as the entry: the session removes it when it goes
   };
   // The entry if pid is live and key matches (compared in constant time).
   std::optional<entry> find(uint32_t minted_pid, uint32_t key) const;

@@ -20,9 +20,26 @@ bool frame_stream::desync(frame_sink& sink, const char* error) {
   return false;
 }
 
+bool frame_stream::hold(bytes data) {
+  if (held_.size() + data.size() > held_bytes_max_) {
+    held_overflow_ = true;
+    return false;
+  }
+  held_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  return true;
+}
+
+bool frame_stream::resume(frame_sink& sink) {
+  paused_ = false;
+  std::string held;
+  held.swap(held_);
+  return feed(as_bytes(held), sink);
+}
+
 bool frame_stream::feed(bytes data, frame_sink& sink) {
   if (desynced_) return false;
   while (!data.empty()) {
+    if (paused_) return hold(data);
     if (stream_left_ > 0) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(stream_left_, data.size()));
       stream_left_ -= n;

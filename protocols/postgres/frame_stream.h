@@ -27,7 +27,8 @@ class frame_sink {
 
 class frame_stream {
  public:
-  frame_stream(direction dir, uint32_t frame_bytes_max) : dir_(dir), frame_bytes_max_(frame_bytes_max) {}
+  frame_stream(direction dir, uint32_t frame_bytes_max, size_t held_bytes_max = 1u << 20)
+      : dir_(dir), frame_bytes_max_(frame_bytes_max), held_bytes_max_(held_bytes_max) {}
 
   // Feeds bytes; false if the sink stopped or the stream desynced.
   bool feed(bytes data, frame_sink& sink);
@@ -36,10 +37,21 @@ class frame_stream {
   // in part: nothing else may be injected into the peer's stream then.
   bool mid_frame() const { return stream_left_ > 0; }
   bool desynced() const { return desynced_; }
-  size_t buffered_bytes() const { return partial_.size(); }
+  size_t buffered_bytes() const { return partial_.size() + held_.size(); }
+
+  // Called by the sink from on_frame: no frame after this one is delivered
+  // until resume(). Bytes keep arriving and are kept, unframed, up to
+  // held_bytes_max; feed() returns false (held_overflow()) beyond that.
+  // Used to hold a client's messages while a command waits for approval.
+  void pause() { paused_ = true; }
+  bool paused() const { return paused_; }
+  bool held_overflow() const { return held_overflow_; }
+  // Delivers what arrived meanwhile, then carries on. False as for feed().
+  bool resume(frame_sink& sink);
 
  private:
   bool feed_partial(bytes& data, frame_sink& sink);
+  bool hold(bytes data);
   bool desync(frame_sink& sink, const char* error);
 
   direction dir_;
@@ -48,6 +60,10 @@ class frame_stream {
   std::string partial_;      // an incomplete header, or a whole non-streamed frame in the making
   frame_header current_;     // the frame being streamed
   uint64_t stream_left_ = 0; // bytes of current_ not yet delivered
+  size_t held_bytes_max_;
+  bool paused_ = false;
+  bool held_overflow_ = false;
+  std::string held_;         // raw bytes that arrived while paused, not yet framed
 };
 
 }  // namespace agentgate::pg

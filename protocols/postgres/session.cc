@@ -51,6 +51,7 @@ class session::client_sink final : public frame_sink {
       s_.fail("08P01", "unexpected message from the client during login");
       return false;
     }
+    if (s_.discarding_until_sync_) return true;  // part of a refused batch
     if (first) ++s_.probe_.frames_from_client;
     s_.io_->send(peer::upstream, piece);
     return true;
@@ -103,14 +104,18 @@ session::session(const target_runtime& target, session_probe& probe, const shard
       upstream_sink_(std::make_unique<upstream_sink>(*this)) {}
 
 session::~session() {
+  // A client that goes while its command is held withdraws the request.
+  if (!approval_id_.empty() && shard_.approvals != nullptr) shard_.approvals->withdraw(approval_id_);
   if (shard_.cancels == nullptr || io_ == nullptr) return;
   cancel_registry& registry = *shard_.cancels->per_shard[io_->shard().shard_id()];
   if (minted_pid_ != 0) registry.remove(minted_pid_);
   if (cancel_waiter_ != 0) registry.remove_waiter(cancel_waiter_);
+  if (approval_waiter_ != 0) registry.remove_waiter(approval_waiter_);
 }
 
 void session::on_start(session_io& io) {
   io_ = &io;
+  started_at_s_ = now_s();
   ++probe_.sessions_started;
   io_->set_deadline_ms(target_.limits.auth_timeout_ms);
 }
@@ -123,7 +128,8 @@ void session::on_data(peer from, std::span<const uint8_t> data) {
     } else if (state_ == state::relaying) {
       // The client spoke: the session is busy until the next ReadyForQuery.
       if (target_.limits.idle_timeout_ms > 0) io_->set_deadline_ms(0);
-      from_client_.feed(data, *client_sink_);
+      if (!from_client_.feed(data, *client_sink_) && from_client_.held_overflow())
+        fail("54000", "too much data from the client while a command waited for approval");
     } else if (state_ == state::client_auth) {
       on_password_bytes(data);
     } else {
@@ -301,18 +307,24 @@ void session::connect_upstream() {
 // The password message is framed here, not by from_client_, so that whatever
 // follows it is held raw and replayed into a stream that has seen nothing.
 void session::on_password_bytes(bytes data) {
-  if (startup_buffer_.size() + data.size() > target_.limits.startup_bytes_max + header_bytes + 16384u) {
+  if (startup_buffer_.size() + data.size() > password_message_bytes_max + early_client_bytes_max) {
     ++probe_.client_protocol_errors;
-    fail("08P01", "password message too long");
+    fail("08P01", "too much data from the client before authentication completed");
     return;
   }
   startup_buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
   const header_result h = decode_header(direction::frontend, as_bytes(startup_buffer_),
-                                        target_.limits.startup_bytes_max + 16384u);
+                                        target_.limits.frame_bytes_max);
   if (h.status == frame_status::need_more) return;
   if (h.status == frame_status::desync) {
     ++probe_.client_protocol_errors;
     fail("08P01", std::string("invalid frontend message: ") + h.error);
+    return;
+  }
+  if (h.header.length > password_message_bytes_max) {
+    ++probe_.client_protocol_errors;
+    fail("08P01", "password message too long: a token is at most " +
+                      std::to_string(password_message_bytes_max) + " bytes here");
     return;
   }
   if (startup_buffer_.size() < h.header.frame_bytes()) return;
@@ -582,9 +594,237 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
     fail("28000", "the session's token expired; log in again with a fresh token");
     return false;
   }
+  switch (guard(header, frame)) {
+    case verdict::forward:
+      break;
+    case verdict::drop:
+      return true;
+    case verdict::stop:
+      return false;
+  }
   ++probe_.frames_from_client;
   io_->send(peer::upstream, frame);
   return true;
+}
+
+// ---- guardrails ---------------------------------------------------------------------
+
+// Decides whether a client message may go upstream, and keeps the books of
+// which responses the client is owed.
+session::verdict session::guard(const frame_header& header, bytes frame) {
+  const bool extended = header.type == 'P' || header.type == 'B' || header.type == 'E' ||
+                        header.type == 'D' || header.type == 'C' || header.type == 'H';
+  if (discarding_until_sync_) {
+    // As the server does after an error in an extended-protocol batch: skip
+    // to the Sync, whose ReadyForQuery carries the refusal.
+    if (extended || header.type == 'd' || header.type == 'c' || header.type == 'f') return verdict::drop;
+    if (header.type == 'S') {
+      discarding_until_sync_ = false;
+      if (!expect_response()) return verdict::stop;
+      slots_.back().error = std::move(batch_denial_);
+      batch_denial_.clear();
+      return verdict::forward;
+    }
+  }
+  const policy_decision* decision = nullptr;
+  if (shard_.inspector != nullptr) {
+    if (header.type == 'Q') {
+      const bytes body = frame.subspan(header_bytes);
+      decision = &shard_.inspector->inspect_sql(target_.config.name, identity_,
+                                                as_view(body.first(body.size() - 1)));
+    } else if (header.type == 'P') {
+      // Parse: statement name, then the query text.
+      const bytes body = frame.subspan(header_bytes);
+      const void* nul = memchr(body.data(), 0, body.size());
+      const auto* query = static_cast<const uint8_t*>(nul) + 1;
+      const void* end = memchr(query, 0, body.data() + body.size() - query);
+      decision = &shard_.inspector->inspect_sql(
+          target_.config.name, identity_,
+          std::string_view(reinterpret_cast<const char*>(query), static_cast<const uint8_t*>(end) - query));
+    } else if (header.type == 'F') {
+      decision = &shard_.inspector->inspect_function_call(target_.config.name, identity_);
+    }
+  }
+  if (decision != nullptr && decision->action == policy_action::require_approval &&
+      shard_.approvals != nullptr)
+    return hold(header, frame, *decision);
+  if (decision != nullptr && decision->action != policy_action::allow)
+    return refuse(*decision, header.type == 'P',
+                  header.type == 'F' ? std::string_view() : shard_.inspector->parse_error());
+  if (decision != nullptr) ++probe_.commands_allowed;
+  if (header.type == 'Q' || header.type == 'S' || header.type == 'F')
+    return expect_response() ? verdict::forward : verdict::stop;
+  return verdict::forward;
+}
+
+std::string_view session::command_text(const frame_header& header, bytes frame) const {
+  const bytes body = frame.subspan(header_bytes);
+  if (header.type == 'Q') return as_view(body.first(body.size() - 1));
+  const void* nul = memchr(body.data(), 0, body.size());
+  const auto* query = static_cast<const uint8_t*>(nul) + 1;
+  const void* end = memchr(query, 0, body.data() + body.size() - query);
+  return {reinterpret_cast<const char*>(query), static_cast<size_t>(static_cast<const uint8_t*>(end) - query)};
+}
+
+// Verdict of an approval, carried from the control plane to the session's shard.
+class approval_verdict_task final : public shard_task {
+ public:
+  approval_verdict_task(cancel_registry& registry, uint64_t waiter, bool approved, std::string reason)
+      : registry_(registry), waiter_(waiter), approved_(approved), reason_(std::move(reason)) {}
+  void run(shard_services&) override {
+    if (session* s = registry_.find_waiter(waiter_)) s->on_approval_verdict(approved_, reason_);
+  }
+
+ private:
+  cancel_registry& registry_;
+  uint64_t waiter_;
+  bool approved_;
+  std::string reason_;
+};
+
+// require_approval: nothing goes upstream; the client's further messages
+// wait (bounded) in from_client_ until the verdict.
+session::verdict session::hold(const frame_header& header, bytes frame, const policy_decision& decision) {
+  approval_ticket ticket;
+  ticket.target = target_.config.name;
+  ticket.requester = identity_;
+  ticket.command = std::string(command_text(header, frame));
+  ticket.rule_id = std::string(decision.rule_id);
+  ticket.rule_message = std::string(decision.message);
+  ticket.approvers.assign(decision.approvers.begin(), decision.approvers.end());
+  ticket.timeout_s = decision.timeout_s;
+  ticket.client_address = io_->client_address();
+  cancel_registry& registry = *shard_.cancels->per_shard[io_->shard().shard_id()];
+  const uint64_t waiter = registry.add_waiter(*this);
+  shard_services* shard = &io_->shard();
+  result<std::string> id = shard_.approvals->request(
+      std::move(ticket), [shard, &registry, waiter](bool approved, std::string reason) {
+        shard->post_from_control(
+            std::make_unique<approval_verdict_task>(registry, waiter, approved, std::move(reason)));
+      });
+  if (!id) {
+    registry.remove_waiter(waiter);
+    return refuse_message("denied by rule " + std::string(decision.rule_id) +
+                              ": the command needs an approval and none can be requested now (" +
+                              id.error().message() + ")",
+                          header.type == 'P');
+  }
+  ++probe_.commands_held;
+  approval_id_ = std::move(*id);
+  approval_waiter_ = waiter;
+  held_frame_.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
+  AG_INFO("target %s: %s: command held for approval %s (rule %s)", target_.config.name.c_str(),
+          identity_.subject.c_str(), approval_id_.c_str(), std::string(decision.rule_id).c_str());
+  from_client_.pause();
+  return verdict::drop;
+}
+
+void session::on_approval_verdict(bool approved, const std::string& reason) {
+  if (approval_id_.empty() || state_ != state::relaying) return;
+  shard_.cancels->per_shard[io_->shard().shard_id()]->remove_waiter(approval_waiter_);
+  approval_waiter_ = 0;
+  approval_id_.clear();
+  std::string frame;
+  frame.swap(held_frame_);
+  const frame_header header{frame[0], read_u32(reinterpret_cast<const uint8_t*>(frame.data()) + 1)};
+  if (approved) {
+    // Goes upstream exactly once: the held copy, now.
+    if (header.type == 'Q' && !expect_response()) return;
+    ++probe_.frames_from_client;
+    send_to_upstream(frame);
+  } else {
+    refuse_message("denied: " + reason, header.type == 'P');
+  }
+  if (state_ == state::relaying && !from_client_.resume(*client_sink_) && from_client_.held_overflow())
+    fail("54000", "too much data from the client while a command waited for approval");
+}
+
+bool session::on_cancel_requested() {
+  if (approval_id_.empty()) return false;
+  shard_.approvals->withdraw(approval_id_);
+  approval_id_.clear();
+  std::string frame;
+  frame.swap(held_frame_);
+  const bool extended = frame[0] == 'P';
+  std::string error;
+  append_error(error, "ERROR", "57014", "canceling statement due to user request (its approval was withdrawn)");
+  if (extended) {
+    discarding_until_sync_ = true;
+    batch_denial_ = std::move(error);
+  } else {
+    respond_error(std::move(error));
+  }
+  if (state_ == state::relaying && !from_client_.resume(*client_sink_) && from_client_.held_overflow())
+    fail("54000", "too much data from the client while a command waited for approval");
+  return true;
+}
+
+bool session::expect_response() {
+  if (slots_.size() >= pending_responses_max) {
+    fail("54000", "too many commands waiting for their results");
+    return false;
+  }
+  slots_.push_back(response_slot{});
+  return true;
+}
+
+session::verdict session::refuse(const policy_decision& decision, bool extended, std::string_view detail) {
+  std::string message = "denied by rule ";
+  message += decision.rule_id.empty() ? std::string_view("(default)") : decision.rule_id;
+  if (!decision.message.empty()) {
+    message += ": ";
+    message += decision.message;
+  }
+  if (!detail.empty()) {
+    message += " (";
+    message += detail;
+    message += ")";
+  }
+  // Without an approvals service nobody can approve: failing closed is the
+  // only safe answer to a command that needs one.
+  if (decision.action == policy_action::require_approval) message += " (needs an approval; none can be taken here)";
+  return refuse_message(std::move(message), extended);
+}
+
+session::verdict session::refuse_message(std::string message, bool extended) {
+  ++probe_.commands_denied;
+  std::string error;
+  append_error(error, "ERROR", "42501", message);
+  AG_INFO("target %s: %s: %s", target_.config.name.c_str(),
+          identity_.subject.empty() ? io_->client_address().c_str() : identity_.subject.c_str(),
+          message.c_str());
+  if (extended) {
+    discarding_until_sync_ = true;
+    batch_denial_ = std::move(error);
+    return verdict::drop;
+  }
+  respond_error(std::move(error));
+  return verdict::drop;
+}
+
+// A refusal of a simple Query or FunctionCall: an ErrorResponse, then
+// ReadyForQuery with the upstream's own transaction status (it never saw the
+// command, so its transaction is as it was), after every earlier response.
+void session::respond_error(std::string error) {
+  if (slots_.size() >= pending_responses_max) {
+    fail("54000", "too many commands waiting for their results");
+    return;
+  }
+  response_slot slot;
+  slot.synthetic = true;
+  slot.error = std::move(error);
+  slots_.push_back(std::move(slot));
+  flush_synthetic_responses();
+}
+
+void session::flush_synthetic_responses() {
+  while (!slots_.empty() && slots_.front().synthetic) {
+    std::string out = std::move(slots_.front().error);
+    const char status[1] = {transaction_status_};
+    append_frame(out, 'Z', std::string_view(status, 1));
+    send_to_client(out);
+    slots_.pop_front();
+  }
 }
 
 bool session::on_upstream_frame(const frame_header& header, bytes frame) {
@@ -593,15 +833,29 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
       ++probe_.upstream_protocol_errors;
       fail("08P01", "unexpected authentication message from the upstream after login");
       return false;
-    case 'Z':
+    case 'Z': {
       // The first ReadyForQuery ends the login; the session is now idle-timed.
       io_->set_deadline_ms(target_.limits.idle_timeout_ms);
-      break;
+      transaction_status_ = static_cast<char>(frame[header_bytes]);
+      const bool upstream_failed = upstream_error_in_batch_;
+      upstream_error_in_batch_ = false;
+      if (slots_.empty()) break;  // the login's own
+      response_slot done = std::move(slots_.front());
+      slots_.pop_front();
+      // The server skips the rest of a batch after its own error, as it
+      // would have skipped the refused Parse: then one error is enough.
+      if (!done.error.empty() && !upstream_failed) send_to_client(done.error);
+      ++probe_.frames_from_upstream;
+      io_->send(peer::client, frame);
+      flush_synthetic_responses();
+      return true;
+    }
     case 'K':
       return on_backend_key_data(frame);
     case 'E': {
       const error_fields f = parse_error_fields(frame.subspan(header_bytes));
       if (f.severity == "FATAL" || f.severity == "PANIC") upstream_sent_fatal_ = true;
+      upstream_error_in_batch_ = true;
       break;
     }
     default:
@@ -618,7 +872,7 @@ bool session::on_backend_key_data(bytes frame) {
   const upstream_key upstream{read_u32(body.data()), read_u32(body.data() + 4)};
   upstream_key minted{0, 0};
   if (shard_.cancels != nullptr && minted_pid_ == 0) {
-    minted = shard_.cancels->per_shard[io_->shard().shard_id()]->add(upstream, target_);
+    minted = shard_.cancels->per_shard[io_->shard().shard_id()]->add(upstream, target_, *this);
     minted_pid_ = minted.pid;
   }
   std::string out;
@@ -669,6 +923,60 @@ void session::on_deadline() {
     case state::closed:
       return;
   }
+}
+
+namespace {
+
+void append_json_string(std::string& out, std::string_view text) {
+  out += '"';
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
+const char* state_name(int s) {
+  static const char* names[] = {"startup", "client_auth", "connecting", "upstream_tls",
+                                "upstream_auth", "relaying", "cancel_wait", "closed"};
+  return names[s];
+}
+
+}  // namespace
+
+std::string session::describe_json() const {
+  if (state_ == state::cancel_wait || state_ == state::closed || io_ == nullptr) return {};
+  std::string out = "{\"target\":";
+  append_json_string(out, target_.config.name);
+  out += ",\"shard\":" + std::to_string(io_->shard().shard_id());
+  out += ",\"client\":";
+  append_json_string(out, io_->client_address());
+  out += ",\"subject\":";
+  append_json_string(out, identity_.subject);
+  out += ",\"email\":";
+  append_json_string(out, identity_.email);
+  out += ",\"groups\":[";
+  for (size_t i = 0; i < identity_.groups.size(); ++i) {
+    if (i) out += ",";
+    append_json_string(out, identity_.groups[i]);
+  }
+  out += "],\"state\":";
+  append_json_string(out, state_name(static_cast<int>(state_)));
+  out += ",\"tls\":";
+  append_json_string(out, io_->tls_description(peer::client));
+  out += ",\"started_at\":" + std::to_string(started_at_s_);
+  out += ",\"held_for_approval\":";
+  append_json_string(out, approval_id_);
+  out += "}";
+  return out;
 }
 
 // ---- factory ---------------------------------------------------------------------------

@@ -10,11 +10,13 @@
 // Any protocol violation by the client ends the session with ErrorResponse
 // 08P01 and none of the offending bytes reach the upstream.
 
+#include <deque>
 #include <memory>
 #include <string>
 
 #include "core/authenticator.h"
 #include "core/config.h"
+#include "core/inspector.h"
 #include "core/session.h"
 #include "protocols/postgres/cancel_registry.h"
 #include "protocols/postgres/frame_stream.h"
@@ -30,6 +32,13 @@ struct target_runtime {
   token_expiry_action on_token_expiry = token_expiry_action::terminate;
 };
 
+// The password message that carries a JWT (identity.token_bytes_max is
+// checked after it; this bounds what is buffered before that).
+inline constexpr size_t password_message_bytes_max = 64 * 1024;
+
+// Responses a client may have outstanding (pipelined commands).
+inline constexpr size_t pending_responses_max = 65536;
+
 // Bytes a client may pipeline behind its startup packet before the login is done.
 inline constexpr size_t early_client_bytes_max = 1u << 20;
 
@@ -44,6 +53,9 @@ struct session_probe {
   uint64_t cancels_forwarded = 0;
   uint64_t client_logins_refused = 0;   // bad or expired tokens
   uint64_t sessions_expired = 0;        // ended because the token expired
+  uint64_t commands_allowed = 0;
+  uint64_t commands_denied = 0;
+  uint64_t commands_held = 0;
   uint64_t frames_from_client = 0;
   uint64_t frames_from_upstream = 0;
 };
@@ -51,6 +63,8 @@ struct session_probe {
 // What sessions share on one shard; owned by the appliance.
 struct shard_context {
   authenticator* auth = nullptr;             // this shard's; null when no identity is configured
+  command_inspector* inspector = nullptr;    // this shard's; null: no policy, everything passes
+  approval_gate* approvals = nullptr;        // null: require_approval is refused
   cancel_directory* cancels = nullptr;       // every shard's registry
 };
 
@@ -64,10 +78,18 @@ class session final : public session_handler {
   void on_upstream_connected(const status& result) override;
   void on_peer_closed(peer which, const status& reason) override;
   void on_deadline() override;
+  std::string describe_json() const override;
 
   // The CancelRequest this connection carried was delivered upstream (or
   // dropped as unknown): the connection closes, as PostgreSQL's would.
   void on_cancel_done();
+
+  // The verdict on the command this session holds for approval, delivered
+  // on the session's shard.
+  void on_approval_verdict(bool approved, const std::string& reason);
+  // A CancelRequest for this session arrived; true if it was taken here
+  // (it withdrew a held command) and must not go upstream.
+  bool on_cancel_requested();
 
  private:
   enum class state : uint8_t {
@@ -85,6 +107,17 @@ class session final : public session_handler {
   void on_upstream_tls_answer(bytes data);
   bool on_backend_key_data(bytes frame);
   bool token_expired();
+
+  // Guardrails.
+  enum class verdict : uint8_t { forward, drop, stop };
+  verdict guard(const frame_header& header, bytes frame);
+  verdict refuse(const policy_decision& decision, bool extended, std::string_view detail = {});
+  verdict refuse_message(std::string message, bool extended);
+  verdict hold(const frame_header& header, bytes frame, const policy_decision& decision);
+  std::string_view command_text(const frame_header& header, bytes frame) const;
+  void respond_error(std::string error);
+  void flush_synthetic_responses();
+  bool expect_response();
   bool hold_early_client_bytes(bytes data);
   void on_password_bytes(bytes data);
 
@@ -106,8 +139,29 @@ class session final : public session_handler {
   session_probe& probe_;
   const shard_context& shard_;
   session_identity identity_;
+  int64_t started_at_s_ = 0;
   uint32_t minted_pid_ = 0;  // our BackendKeyData's pid, registered with the shard's registry
   uint64_t cancel_waiter_ = 0;  // this connection's id while its CancelRequest is on its way
+
+  // Responses the client is owed, in order: the upstream's (one per Query,
+  // Sync or FunctionCall forwarded, ending at its ReadyForQuery) and the
+  // gateway's own denials, which must not overtake earlier responses.
+  struct response_slot {
+    bool synthetic = false;
+    std::string error;  // synthetic: the ErrorResponse (ReadyForQuery added when sent);
+                        // upstream: one to insert before its ReadyForQuery
+  };
+  std::deque<response_slot> slots_;
+  char transaction_status_ = 'I';    // from the upstream's last ReadyForQuery
+  bool upstream_error_in_batch_ = false;  // an ErrorResponse since the last ReadyForQuery
+  bool discarding_until_sync_ = false; // an extended-protocol batch was refused
+  std::string batch_denial_;           // its ErrorResponse, sent before the Sync's ReadyForQuery
+
+  // A command held for approval: its frame, the request's id, and this
+  // session's id in the shard's waiter registry (for the verdict).
+  std::string held_frame_;
+  std::string approval_id_;
+  uint64_t approval_waiter_ = 0;
   session_io* io_ = nullptr;
   state state_ = state::startup;
 
@@ -131,6 +185,7 @@ class pg_session_factory final : public session_factory {
   std::unique_ptr<session_handler> create() override;
   std::string overload_response() const override;
   const session_probe& probe() const { return probe_; }
+  const std::string& target_name() const { return target_.config.name; }
 
  private:
   const target_runtime& target_;

@@ -1,0 +1,51 @@
+#include "appliance/guard.h"
+
+namespace agentgate {
+
+result<std::vector<guard_snapshot>> build_guard_snapshots(std::shared_ptr<const policy> rules,
+                                                          unsigned shard_count) {
+  const policy_references& refs = rules->references();
+  masking::classifier_spec spec;
+  spec.statement_kinds = refs.statement_kinds;
+  spec.functions = refs.functions;
+  spec.tables = refs.tables;
+  spec.without_where = refs.without_where;
+  spec.copy_program = refs.copy_program;
+  spec.writes = refs.writes;
+  spec.set_parameter = refs.set_parameter;
+  // A policy that denies what the parser rejects must see every parse error,
+  // so nothing may skip the parser then... except that the fast path only
+  // admits plain reads, which the server itself rejects when malformed.
+  result<std::shared_ptr<const masking::sql_classifier>> classifier = masking::sql_classifier::build(spec);
+  if (!classifier) return classifier.error();
+  std::vector<guard_snapshot> out;
+  for (unsigned i = 0; i < shard_count; ++i) {
+    result<std::unique_ptr<masking::sql_scanner>> scanner = masking::sql_scanner::create(*classifier);
+    if (!scanner) return scanner.error();
+    out.push_back(guard_snapshot{rules, std::move(*scanner)});
+  }
+  return out;
+}
+
+policy_guard::policy_guard(guard_snapshot snapshot) : current_(std::move(snapshot)) {}
+
+void policy_guard::install(guard_snapshot snapshot) { current_ = std::move(snapshot); }
+
+uint64_t policy_guard::version() const { return current_.rules->version(); }
+
+const policy_decision& policy_guard::inspect_sql(std::string_view target, const session_identity& who,
+                                                 std::string_view sql) {
+  current_.scanner->classify(sql, classification_);
+  decision_ = classification_.parsed
+                  ? current_.rules->evaluate(target, who.groups, classification_.statements)
+                  : current_.rules->evaluate_parse_error(target, who.groups);
+  return decision_;
+}
+
+const policy_decision& policy_guard::inspect_function_call(std::string_view target,
+                                                           const session_identity& who) {
+  decision_ = current_.rules->evaluate_function_call(target, who.groups);
+  return decision_;
+}
+
+}  // namespace agentgate
