@@ -642,8 +642,7 @@ class builder {
   }
 
   // Scopes, settings and references, once the rules are read.
-  void compile(scope& wildcard, std::vector<scope>& named,
-               string_map<std::uint32_t>& named_index) {
+  void compile(scope& wildcard, std::vector<scope>& named, string_map<std::uint32_t>& named_index) {
     document_.default_action.id = "default_action";
     document_.parse_errors.id = "parse_errors";
     document_.function_calls.id = "function_calls";
@@ -669,17 +668,26 @@ class builder {
       if (t.has_parse_errors) s.parse_errors = {t.parse_errors, key_path(base, "parse_errors")};
       if (t.has_function_calls) s.function_calls = {t.function_calls, key_path(base, "function_calls")};
     }
+    sort_unique(refs_.statement_kinds);
+    sort_unique(refs_.functions);
+    // Counted before anything is built: 1 MiB of targets x kinds lists could
+    // otherwise ask for hundreds of megabytes of index.
     std::size_t entries = 0;
+    for (const rule& r : rules_)
+      entries += (r.any_target ? 1 : r.targets.size()) * std::max<std::size_t>(1, r.kinds.size());
+    if (entries > index_entries_max) {
+      check_.fail("rules", "the rules name too many target and statement combinations (" + std::to_string(entries) +
+                               "; at most " + std::to_string(index_entries_max) + ")");
+      return;
+    }
     for (std::uint32_t i = 0; i < rules_.size(); ++i) {
       const rule& r = rules_[i];
       auto add = [&](scope& s) {
         if (r.kinds.empty()) {
           s.any_kind.push_back(i);
-          ++entries;
           return;
         }
         for (const auto& k : r.kinds) s.by_kind[k].push_back(i);
-        entries += r.kinds.size();
       };
       if (r.any_target) {
         add(wildcard);
@@ -687,11 +695,6 @@ class builder {
         for (const auto& t : r.targets) add(scope_for(t));
       }
     }
-    if (entries > index_entries_max)
-      check_.fail("rules", "the rules name too many target and statement combinations (" + std::to_string(entries) +
-                               "; at most " + std::to_string(index_entries_max) + ")");
-    sort_unique(refs_.statement_kinds);
-    sort_unique(refs_.functions);
   }
 
  private:
@@ -976,8 +979,10 @@ class builder {
           } else if (key == "hash_key_file") {
             std::string_view s;
             if (!check_.string(v, p, s)) return;
-            if (s.empty() || s.size() > file_path_chars_max || has_control_char(s)) {
-              check_.fail(p, "expected a file path of 1 to 4096 bytes");
+            // Absolute: a policy PUT over the API has no directory that a
+            // relative path could be relative to.
+            if (s.empty() || s.size() > file_path_chars_max || has_control_char(s) || s.front() != '/') {
+              check_.fail(p, "expected an absolute file path of at most 4096 bytes");
               return;
             }
             masking_.hash_key_file = s;

@@ -159,6 +159,36 @@ TEST(policy_parse, design_md_example_parses_and_judges) {
   EXPECT_TRUE(m.columns[0].table.empty());
 }
 
+TEST(policy_parse, masking_section) {
+  auto p = must_parse(R"({"default_action": "allow", "masking": {
+      "detectors": {"us_ssn": "hash", "ipv4": "off", "jwt": "null"},
+      "columns": [{"name": "(?i)^ssn$", "table": "Public.Customers", "style": "hash"}],
+      "patterns": [{"name": "order_ref", "regex": "ORD-[0-9]{8}", "style": "partial"}],
+      "hash_key_file": "/etc/agentgate/mask.key"}})");
+  ASSERT_NE(p, nullptr);
+  const masking_settings& m = p->masking();
+  ASSERT_EQ(m.detectors.size(), 3u);
+  EXPECT_EQ(m.detectors[0].detector, "us_ssn");
+  EXPECT_EQ(m.detectors[0].style, mask_style::hash);
+  EXPECT_EQ(m.detectors[1].style, mask_style::off);
+  EXPECT_EQ(m.detectors[2].style, mask_style::null);
+  ASSERT_EQ(m.columns.size(), 1u);
+  EXPECT_EQ(m.columns[0].table, "public.customers");
+  EXPECT_EQ(m.columns[0].style, mask_style::hash);
+  ASSERT_EQ(m.patterns.size(), 1u);
+  EXPECT_EQ(m.patterns[0].name, "order_ref");
+  EXPECT_EQ(m.patterns[0].regex, "ORD-[0-9]{8}");
+  EXPECT_EQ(m.hash_key_file, "/etc/agentgate/mask.key");
+  // Masking alone references nothing SQL rules would.
+  EXPECT_TRUE(p->references().statement_kinds.empty());
+  EXPECT_FALSE(p->references().tables);
+
+  p = must_parse(R"({"default_action": "allow", "masking": {}})");
+  ASSERT_NE(p, nullptr);
+  EXPECT_TRUE(p->masking().present);
+  EXPECT_TRUE(p->masking().detectors.empty());
+}
+
 TEST(policy_parse, examples_parse_cleanly) {
   std::size_t seen = 0;
   for (const auto& entry : std::filesystem::directory_iterator(examples_dir())) {
@@ -421,6 +451,8 @@ TEST(policy_validation, each_error_names_its_path) {
       {R"({"default_action": "allow", "masking": {"detectors": {"email": "hash"}}})", "masking.hash_key_file",
        "required when a style is hash (used at masking.detectors.email)"},
       {R"({"default_action": "allow", "masking": {"hash_key_file": ""}})", "masking.hash_key_file", "file path"},
+      {R"({"default_action": "allow", "masking": {"hash_key_file": "keys/hash.key"}})", "masking.hash_key_file",
+       "absolute file path"},
       {R"({"default_action": "allow", "masking": {"columns": {}}})", "masking.columns", "expected an array"},
       {R"({"default_action": "allow", "masking": {"columns": [{"style": "redact"}]}})", "masking.columns[0].name",
        "required"},
@@ -532,6 +564,22 @@ TEST(policy_validation, limits) {
   errors = errors_of(R"({"default_action": "allow", "rules": [{"id": "a", "action": "deny", "message": ")" +
                      std::string(1025, 'm') + R"("}]})");
   EXPECT_TRUE(has_error(errors, "rules[0].message", "between 1 and 1024 bytes")) << dump(errors);
+}
+
+TEST(policy_validation, index_size_is_bounded) {
+  // 30 rules, each for 1000 targets and every statement kind: 5.3 M index
+  // entries from a 300 KB document.
+  std::string targets, kinds;
+  for (int i = 0; i < 1000; ++i) targets += std::string(i ? "," : "") + "\"t" + std::to_string(i) + "\"";
+  for (auto k : known_statement_kinds()) kinds += std::string(kinds.empty() ? "" : ",") + "\"" + std::string(k) + "\"";
+  std::string doc = R"({"default_action": "allow", "rules": [)";
+  for (int i = 0; i < 30; ++i)
+    doc += std::string(i ? "," : "") + R"({"id": "r)" + std::to_string(i) + R"(", "action": "allow", "targets": [)" +
+           targets + R"(], "match": {"sql": {"statements": [)" + kinds + "]}}}";
+  doc += "]}";
+  ASSERT_LT(doc.size(), policy_bytes_max);
+  auto errors = errors_of(doc);
+  EXPECT_TRUE(has_error(errors, "rules", "too many target and statement combinations")) << dump(errors);
 }
 
 TEST(policy_validation, descriptions_may_span_lines) {
@@ -885,7 +933,7 @@ TEST(policy_evaluate, too_many_distinct_held_rules_is_denied) {
   EXPECT_NE(d.message.find("too many"), std::string_view::npos);
 }
 
-TEST(policy_evaluate, decisions_outlive_nothing_but_the_policy) {
+TEST(policy_evaluate, decisions_live_as_long_as_the_policy) {
   // Views point into the snapshot, which a shared_ptr keeps alive.
   policy_decision d;
   std::shared_ptr<const policy> keep;
