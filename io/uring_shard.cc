@@ -692,7 +692,8 @@ void uring_shard::deliver(connection& c, peer side, std::span<const uint8_t> dat
   if (!st && !c.closed) {
     AG_INFO("%s %s: %s", peer_name(side), c.client_addr.c_str(), st.message().c_str());
     c.handler->on_peer_closed(side, st);
-    if (!c.closed) finalize(c);
+    if (!c.closed && c.closing) maybe_finish_close(c);  // let the handler's last words out
+    if (!c.closed && !c.closing) finalize(c);
   }
 }
 

@@ -900,6 +900,10 @@ void session::on_peer_closed(peer which, const status& reason) {
   }
   AG_WARN("target %s: upstream %s closed the connection: %s", target_.config.name.c_str(),
           target_.upstream_address.text.c_str(), reason.message().c_str());
+  if (state_ != state::relaying && !reason.is_ok()) {
+    fail("08006", "upstream login failed: " + reason.message());
+    return;
+  }
   fail("08006", "the upstream server closed the connection unexpectedly");
 }
 
