@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "appliance/approvals_cli.h"
 #include "appliance/server.h"
 #include "core/identity/token_signer.h"
 
@@ -46,6 +47,23 @@ int main(int argc, char** argv) {
   token->add_option("--kid", kid, "key id (default: the key's RFC 7638 thumbprint)");
   token->add_flag("--print-jwks", print_jwks, "print the public key as a JWKS document instead");
 
+  // agentgate approvals list | show ID | approve ID | deny ID
+  agentgate::approvals_cli_options approvals_options;
+  CLI::App* approvals = app.add_subcommand("approvals", "list, show, approve or deny held commands");
+  approvals->add_option("action", approvals_options.action, "list | show | approve | deny")
+      ->required()
+      ->check(CLI::IsMember({"list", "show", "approve", "deny"}));
+  approvals->add_option("id", approvals_options.id, "approval id (show, approve, deny)");
+  approvals->add_option("--reason", approvals_options.reason, "kept with the decision");
+  approvals->add_flag("--all", approvals_options.all, "list decided requests too");
+  approvals->add_flag("--json", approvals_options.json, "print JSON");
+  approvals->add_option("--admin-url", approvals_options.admin_url,
+                        "config API (default $AGENTGATE_ADMIN_URL or http://127.0.0.1:8081)");
+  approvals->add_option("--token", approvals_options.token,
+                        "list/show: the admin token; approve/deny: your own JWT");
+  approvals->add_option("--token-file", approvals_options.token_file, "read the token from a file");
+  approvals->add_option("--timeout-ms", approvals_options.timeout_ms, "HTTP timeout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -54,6 +72,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   if (*serve) return agentgate::run_server(config_path);
+  if (*approvals) return agentgate::run_approvals_cli(approvals_options);
   if (*token) {
     namespace id = agentgate::identity;
     if (print_jwks) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "appliance/admin_server.h"
+#include "appliance/approvals.h"
 #include "appliance/config_loader.h"
 #include "appliance/control.h"
 #include "appliance/guard.h"
@@ -125,6 +126,33 @@ void reload_tls(const gateway_config& config, std::vector<std::unique_ptr<io::ur
   AG_INFO("TLS certificate reloaded from %s", config.tls.cert.c_str());
 }
 
+// The data plane's door to the approvals service.
+class service_gate final : public approval_gate {
+ public:
+  explicit service_gate(approval_service& service) : service_(service) {}
+  result<std::string> request(approval_ticket t, approval_callback on_verdict) override {
+    approval_request q;
+    q.target = std::move(t.target);
+    q.issuer = t.requester.issuer;
+    q.subject = t.requester.subject;
+    q.email = t.requester.email;
+    q.groups = t.requester.groups;
+    q.command = std::move(t.command);
+    q.rule_id = std::move(t.rule_id);
+    q.rule_message = std::move(t.rule_message);
+    q.approvers = std::move(t.approvers);
+    q.timeout_s = t.timeout_s;
+    q.client_address = std::move(t.client_address);
+    return service_.submit(std::move(q), [cb = std::move(on_verdict)](const approval_verdict& v) {
+      cb(v.approved, v.reason);
+    });
+  }
+  void withdraw(const std::string& id) override { service_.withdraw(id); }
+
+ private:
+  approval_service& service_;
+};
+
 }  // namespace
 
 int run_server(const std::string& config_path) {
@@ -201,6 +229,14 @@ int run_server(const std::string& config_path) {
       contexts[s].inspector = guards[s].get();
     }
   }
+
+  // Just-in-time approvals: a control-plane service, reached from the shards
+  // only for held commands.
+  approval_options approval_opts;
+  approval_opts.webhook_url = config.approvals.webhook_url;
+  approval_service approvals(approval_opts);
+  service_gate gate(approvals);
+  for (unsigned s = 0; s < shard_count; ++s) contexts[s].approvals = &gate;
 
   // Token login: the refresher owns the keys (control plane); each shard has
   // its own authenticator with its own cache, fed new snapshots by message.
@@ -288,6 +324,13 @@ int run_server(const std::string& config_path) {
     options.admin_token = config.admin.token;
     admin = std::make_unique<admin_server>(options);
     control.register_routes(*admin);
+    approver_verifier verify_approver = [&refresher](std::string_view token)
+        -> result<identity::verified_identity> {
+      if (refresher == nullptr) return status(errc::auth, "no identity issuers are configured");
+      return refresher->current()->verify(token, static_cast<int64_t>(time(nullptr)));
+    };
+    if (const status st = register_approval_routes(*admin, approvals, verify_approver); !st)
+      return config_error(st.message());
     if (const status st = admin->start(); !st) {
       AG_ERROR("%s", st.message().c_str());
       stop.store(true);
@@ -302,6 +345,7 @@ int run_server(const std::string& config_path) {
             listen_addresses[i].text.c_str(), targets[i].upstream_address.text.c_str(), shard_count);
 
   if (refresher != nullptr) refresher->start();
+  if (const status st = approvals.start(); !st) AG_ERROR("approvals: %s", st.message().c_str());
   int signal_number = 0;
   for (;;) {
     sigwait(&signals, &signal_number);
@@ -315,6 +359,7 @@ int run_server(const std::string& config_path) {
   }
   if (refresher != nullptr) refresher->stop();
   if (admin != nullptr) admin->stop();
+  approvals.stop();
   if (!stop.load()) AG_INFO("received %s, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   stop.store(true);
   for (auto& t : threads) t.join();

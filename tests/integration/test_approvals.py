@@ -1,0 +1,220 @@
+"""Just-in-time approval end to end: a command held by a require_approval
+rule waits (nothing reaches the server), shows up in GET /v1/approvals, and
+runs exactly once when someone in the approver group approves it with their
+own JWT. Self-approval and non-approvers are refused; a denial or a timeout
+reaches the client as 42501; a client that disconnects withdraws its request;
+many sessions over both shards are held and released; the CLI works."""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import identity_harness as ih  # noqa: E402
+import pg_harness as h  # noqa: E402
+
+POLICY = {
+    "version": 1,
+    "default_action": "allow",
+    "rules": [
+        {"id": "bulk-writes", "match": {"sql": {"statements": ["UPDATE", "DELETE"], "without_where": True}},
+         "action": "require_approval", "message": "a write to every row needs a DBA", "approvers": ["dba"],
+         "timeout_s": 60},
+        {"id": "truncate-quickly", "match": {"sql": {"statements": ["TRUNCATE TABLE"]}},
+         "action": "require_approval", "approvers": ["dba"], "timeout_s": 2},
+    ],
+}
+
+
+class ApprovalsTest(h.unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="agentgate-appr-")
+        cls.world = ih.IdentityWorld().__enter__()
+        cls.pg = h.PostgresServer().__enter__()
+        cls.pg.admin_sql("CREATE TABLE t (id int primary key, n int not null default 0); "
+                         "INSERT INTO t (id) SELECT generate_series(1, 10); "
+                         f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
+        policy_file = os.path.join(cls.dir, "policy.json")
+        with open(policy_file, "w") as f:
+            json.dump(POLICY, f)
+        cls.admin_token = secrets.token_hex(16)
+        token_file = os.path.join(cls.dir, "admin-token")
+        with open(token_file, "w") as f:
+            f.write(cls.admin_token + "\n")
+        cls.admin_port = h.free_port()
+        cls.gw = ih.IdentityGateway(cls.pg, cls.world, shards=2, extra={
+            "policy_file": policy_file,
+            "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}}).__enter__()
+        cls.alice = cls.world.token(sub="alice", groups=("dev",))
+        cls.bob = cls.world.token(sub="bob", groups=("dba",))
+        cls.carol = cls.world.token(sub="carol", groups=("dev",))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.__exit__(None, None, None)
+        cls.pg.__exit__(None, None, None)
+        cls.world.__exit__(None, None, None)
+        h.shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def setUp(self):
+        self.pg.admin_sql("UPDATE t SET n = 0", dbname=self.pg.database)
+
+    def tearDown(self):
+        # Whatever a failed test left held is denied, so the next starts clean.
+        status, body = self.api("GET", "/v1/approvals")
+        for r in body.get("approvals", []):
+            self.api("POST", f"/v1/approvals/{r['id']}/deny", self.bob)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def api(self, method, path, token=None, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def pending(self, expect=1, timeout_s=10):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, body = self.api("GET", "/v1/approvals")
+            self.assertEqual(status, 200, body)
+            if len(body["approvals"]) >= expect:
+                return body["approvals"]
+            time.sleep(0.05)
+        self.fail(f"expected {expect} pending approvals, have {body}")
+
+    def run_held(self, sql):
+        """Runs sql through the gateway as alice in a thread; returns (thread, result dict)."""
+        out = {}
+
+        def work():
+            try:
+                conn = self.gw.connect_token(self.alice)
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                    out["rowcount"] = cur.rowcount
+                conn.close()
+            except Exception as e:  # noqa: BLE001 - the test inspects it
+                out["error"] = e
+
+        t = threading.Thread(target=work)
+        t.start()
+        return t, out
+
+    def counts(self):
+        return self.pg.admin_sql("SELECT sum(n) FROM t", dbname=self.pg.database).strip()
+
+    # -- tests ----------------------------------------------------------------------
+
+    def test_approve_runs_exactly_once(self):
+        t, out = self.run_held("UPDATE t SET n = n + 1")
+        [req] = self.pending()
+        time.sleep(0.3)
+        self.assertEqual(self.counts(), "0")  # held: nothing reached the server
+        self.assertEqual(req["state"], "pending")
+        self.assertEqual(req["rule"], "bulk-writes")
+        self.assertEqual(req["requester"]["subject"], "alice")
+        self.assertIn("UPDATE t SET n = n + 1", req["command"])
+        # The requester cannot approve; someone outside the approver group neither.
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.alice)
+        self.assertEqual(status, 403, body)
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.carol)
+        self.assertEqual(status, 403, body)
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", "not-a-jwt")
+        self.assertEqual(status, 401, body)
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob,
+                                {"reason": "reviewed"})
+        self.assertEqual(status, 200, body)
+        t.join(20)
+        self.assertNotIn("error", out, out.get("error"))
+        self.assertEqual(out["rowcount"], 10)
+        self.assertEqual(self.counts(), "10")  # each row once: the command ran exactly once
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob)
+        self.assertEqual(status, 409, body)
+
+    def test_deny_reaches_client(self):
+        t, out = self.run_held("DELETE FROM t")
+        [req] = self.pending()
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/deny", self.bob, {"reason": "not today"})
+        self.assertEqual(status, 200, body)
+        t.join(20)
+        err = out.get("error")
+        self.assertIsNotNone(err)
+        self.assertEqual(err.pgcode, "42501")
+        self.assertIn("not today", str(err))
+        self.assertEqual(self.pg.admin_sql("SELECT count(*) FROM t", dbname=self.pg.database).strip(), "10")
+
+    def test_timeout(self):
+        t, out = self.run_held("TRUNCATE t")
+        t.join(20)
+        err = out.get("error")
+        self.assertIsNotNone(err)
+        self.assertEqual(err.pgcode, "42501")
+        self.assertIn("timed out", str(err))
+        self.assertEqual(self.pg.admin_sql("SELECT count(*) FROM t", dbname=self.pg.database).strip(), "10")
+
+    def test_disconnect_withdraws(self):
+        import psycopg2
+        import psycopg2.extensions as ext
+
+        def wait(conn):
+            while conn.poll() != ext.POLL_OK:
+                time.sleep(0.01)
+
+        aconn = psycopg2.connect(self.gw.tls_dsn(self.alice), async_=1)
+        wait(aconn)
+        aconn.cursor().execute("DELETE FROM t")  # async: sent, not waited for
+        [req] = self.pending()
+        aconn.close()
+        deadline = time.monotonic() + 10
+        state = None
+        while time.monotonic() < deadline:
+            status, body = self.api("GET", f"/v1/approvals/{req['id']}")
+            state = body.get("state")
+            if state == "withdrawn":
+                break
+            time.sleep(0.05)
+        self.assertEqual(state, "withdrawn")
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob)
+        self.assertEqual(status, 409, body)  # nothing left to approve
+        self.assertEqual(self.pg.admin_sql("SELECT count(*) FROM t", dbname=self.pg.database).strip(), "10")
+
+    def test_many_sessions_and_cli(self):
+        threads = [self.run_held("UPDATE t SET n = n + 1") for _ in range(8)]
+        reqs = self.pending(expect=8)
+        status, body = self.api("GET", "/v1/sessions")
+        shards = {s["shard"] for s in body["sessions"] if s["held_for_approval"]}
+        self.assertTrue(shards <= {0, 1}, body)
+        binary = h.agentgate_bin()
+        env = dict(os.environ, AGENTGATE_ADMIN_URL=f"http://127.0.0.1:{self.admin_port}")
+        listed = subprocess.run([binary, "approvals", "list", "--token", self.admin_token],
+                                capture_output=True, text=True, env=env, timeout=30)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        for r in reqs:
+            self.assertIn(r["id"], listed.stdout)
+        for r in reqs:
+            res = subprocess.run([binary, "approvals", "approve", r["id"], "--token", self.bob,
+                                  "--reason", "batch"], capture_output=True, text=True, env=env, timeout=30)
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        for t, out in threads:
+            t.join(30)
+            self.assertNotIn("error", out, out.get("error"))
+        self.assertEqual(self.counts(), "80")
+
+
+if __name__ == "__main__":
+    h.main()
