@@ -131,6 +131,7 @@ std::string control_plane::metrics_text() {
   counter(out, "agentgate_policy_version", "Policy version in force, per shard.", "gauge");
   for (unsigned i = 0; i < numbers.size(); ++i)
     sample(out, "agentgate_policy_version", "shard=\"" + std::to_string(i) + "\"", numbers[i].policy_version);
+  for (const auto& source : metrics_sources_) source(out);
   return out;
 }
 

@@ -35,6 +35,8 @@ class control_plane {
   status publish(std::shared_ptr<const policy> rules);
 
   std::string metrics_text();
+  // Extra metrics from other control-plane parts (approvals), appended to /metrics.
+  void add_metrics_source(std::function<void(std::string&)> source) { metrics_sources_.push_back(std::move(source)); }
   std::string sessions_json();
 
   // GET /healthz, /metrics, /openapi.yaml, GET|PUT /v1/policy,
@@ -45,6 +47,7 @@ class control_plane {
   std::vector<shard_parts> shards_;
   policy_store& store_;
   std::mutex publish_mutex_;  // one policy swap at a time
+  std::vector<std::function<void(std::string&)>> metrics_sources_;  // set before the API starts
 };
 
 }  // namespace agentgate

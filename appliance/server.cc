@@ -323,6 +323,7 @@ int run_server(const std::string& config_path) {
     options.listen = config.admin.listen;
     options.admin_token = config.admin.token;
     admin = std::make_unique<admin_server>(options);
+    control.add_metrics_source([&approvals](std::string& out) { append_approval_metrics(out, approvals.stats()); });
     control.register_routes(*admin);
     approver_verifier verify_approver = [&refresher](std::string_view token)
         -> result<identity::verified_identity> {

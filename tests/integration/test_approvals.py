@@ -123,6 +123,11 @@ class ApprovalsTest(h.unittest.TestCase):
     def test_approve_runs_exactly_once(self):
         t, out = self.run_held("UPDATE t SET n = n + 1")
         [req] = self.pending()
+        metrics = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}/metrics",
+                                         headers={"Authorization": f"Bearer {self.admin_token}"})
+        with urllib.request.urlopen(metrics, timeout=10) as r:
+            text = r.read().decode()
+        self.assertRegex(text, r"agentgate_approvals_pending\S* 1\b")
         time.sleep(0.3)
         self.assertEqual(self.counts(), "0")  # held: nothing reached the server
         self.assertEqual(req["state"], "pending")
