@@ -81,7 +81,7 @@ struct limits_config {
 struct io_config {
   uint32_t ring_entries = 4096;                // submission queue depth per shard
   uint32_t recv_buffer_bytes = 16384;          // one provided buffer
-  uint32_t recv_buffers = 1024;                // provided buffers per shard (power of two)
+  uint32_t recv_buffers = 128;                 // provided buffers per shard (power of two)
   bool pin_threads = true;                     // pin shard i to CPU i
 };
 

@@ -198,12 +198,38 @@ class ApprovalsTest(h.unittest.TestCase):
         self.assertEqual(status, 409, body)  # nothing left to approve
         self.assertEqual(self.pg.admin_sql("SELECT count(*) FROM t", dbname=self.pg.database).strip(), "10")
 
+    def test_cancel_withdraws(self):
+        conn = self.gw.connect_token(self.alice)
+        conn.autocommit = True
+        out = {}
+
+        def work():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("DELETE FROM t")
+            except Exception as e:  # noqa: BLE001
+                out["error"] = e
+
+        t = threading.Thread(target=work)
+        t.start()
+        [req] = self.pending()
+        conn.cancel()  # a CancelRequest on a new connection, maybe to the other shard
+        t.join(20)
+        self.assertEqual(out["error"].pgcode, "57014")
+        status, body = self.api("GET", f"/v1/approvals/{req['id']}")
+        self.assertEqual(body["state"], "withdrawn", body)
+        with conn.cursor() as cur:  # the session goes on
+            cur.execute("SELECT count(*) FROM t")
+            self.assertEqual(cur.fetchone()[0], 10)
+        conn.close()
+
     def test_many_sessions_and_cli(self):
-        threads = [self.run_held("UPDATE t SET n = n + 1") for _ in range(8)]
-        reqs = self.pending(expect=8)
+        # 12 sessions over 2 shards: all on one shard has a chance of 2^-11.
+        threads = [self.run_held("UPDATE t SET n = n + 1") for _ in range(12)]
+        reqs = self.pending(expect=12)
         status, body = self.api("GET", "/v1/sessions")
         shards = {s["shard"] for s in body["sessions"] if s["held_for_approval"]}
-        self.assertTrue(shards <= {0, 1}, body)
+        self.assertEqual(shards, {0, 1}, body)
         binary = h.agentgate_bin()
         env = dict(os.environ, AGENTGATE_ADMIN_URL=f"http://127.0.0.1:{self.admin_port}")
         listed = subprocess.run([binary, "approvals", "list", "--token", self.admin_token],
@@ -218,7 +244,7 @@ class ApprovalsTest(h.unittest.TestCase):
         for t, out in threads:
             t.join(30)
             self.assertNotIn("error", out, out.get("error"))
-        self.assertEqual(self.counts(), "80")
+        self.assertEqual(self.counts(), "120")
 
 
 if __name__ == "__main__":
