@@ -1,4 +1,5 @@
 #include "appliance/config_loader.h"
+#include "core/text.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -41,7 +42,6 @@ constexpr uint32_t timeout_ms_max = 86'400'000;  // one day
 // Buffers a shard registers up front; past this a typo costs gigabytes per core.
 constexpr uint64_t recv_pool_bytes_max = uint64_t{1} << 30;
 // Keeps an error line readable when the offending value is huge.
-constexpr size_t quoted_chars_max = 80;
 
 constexpr size_t issuers_max = 16;
 constexpr size_t issuer_chars_max = 1024;     // iss and aud values
@@ -64,27 +64,7 @@ bool is_later_key(std::string_view key, const auto& later) {
 
 // Values echoed into an error line are escaped and cut, so a hostile or
 // mistaken value can neither break the line nor flood the log.
-std::string quote(std::string_view value) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out = "\"";
-  size_t n = std::min(value.size(), quoted_chars_max);
-  for (size_t i = 0; i < n; ++i) {
-    unsigned char c = static_cast<unsigned char>(value[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += '"';
-  if (n < value.size()) out += "...";
-  return out;
-}
+
 
 bool is_plain_key(std::string_view key) {
   if (key.empty()) return false;
@@ -96,7 +76,7 @@ bool is_plain_key(std::string_view key) {
 
 // Paths read like the JSON they point into: targets[0].upstream.port.
 std::string key_path(const std::string& parent, std::string_view key) {
-  if (!is_plain_key(key)) return parent + "[" + quote(key) + "]";
+  if (!is_plain_key(key)) return parent + "[" + quote_for_message(key) + "]";
   return parent.empty() ? std::string(key) : parent + "." + std::string(key);
 }
 
@@ -281,20 +261,20 @@ status parse_listen(std::string_view text, const std::string& path, target_confi
   if (bracketed) {
     size_t close = text.find("]:");
     if (close == std::string_view::npos) {
-      return fail(path, "expected \"[IPv6 address]:port\", got " + quote(text));
+      return fail(path, "expected \"[IPv6 address]:port\", got " + quote_for_message(text));
     }
     host = text.substr(1, close - 1);
     port_text = text.substr(close + 2);
   } else {
     size_t colon = text.rfind(':');
     if (colon == std::string_view::npos) {
-      return fail(path, "expected \"host:port\", got " + quote(text));
+      return fail(path, "expected \"host:port\", got " + quote_for_message(text));
     }
     host = text.substr(0, colon);
     port_text = text.substr(colon + 1);
     if (host.find(':') != std::string_view::npos) {
       return fail(path, "an IPv6 address goes in brackets, as in \"[::1]:6432\"; got " +
-                            quote(text));
+                            quote_for_message(text));
     }
   }
 
@@ -306,7 +286,7 @@ status parse_listen(std::string_view text, const std::string& path, target_confi
     for (char c : port_text) port = port * 10 + static_cast<uint32_t>(c - '0');
   }
   if (!port_ok || port < 1 || port > 65535) {
-    return fail(path, "expected a port between 1 and 65535, got " + quote(text));
+    return fail(path, "expected a port between 1 and 65535, got " + quote_for_message(text));
   }
 
   // Binding by name would pick one of localhost's addresses behind our back;
@@ -316,7 +296,7 @@ status parse_listen(std::string_view text, const std::string& path, target_confi
   if (!to_socket_address(host_text, static_cast<uint16_t>(port), address) ||
       (address.family == AF_INET6) != bracketed) {
     return fail(path, "expected an IPv4 address, [IPv6 address] or localhost as host, got " +
-                          quote(text));
+                          quote_for_message(text));
   }
   // Canonical text, so equal addresses compare and print equal.
   char canonical[INET6_ADDRSTRLEN] = {};
@@ -340,17 +320,17 @@ bool read_small_file(const std::string& path, size_t bytes_max, std::string& out
   // instead of blocking start-up until someone writes to it.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
-    reason = "cannot open " + quote(path) + ": " + os_error_text(errno);
+    reason = "cannot open " + quote_for_message(path) + ": " + os_error_text(errno);
     return false;
   }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
-    reason = "cannot stat " + quote(path) + ": " + os_error_text(errno);
+    reason = "cannot stat " + quote_for_message(path) + ": " + os_error_text(errno);
     ::close(fd);
     return false;
   }
   if (!S_ISREG(st.st_mode)) {
-    reason = quote(path) + " is not a regular file";
+    reason = quote_for_message(path) + " is not a regular file";
     ::close(fd);
     return false;
   }
@@ -362,7 +342,7 @@ bool read_small_file(const std::string& path, size_t bytes_max, std::string& out
     ssize_t n = ::read(fd, out.data() + got, out.size() - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      reason = "cannot read " + quote(path) + ": " + os_error_text(errno);
+      reason = "cannot read " + quote_for_message(path) + ": " + os_error_text(errno);
       ::close(fd);
       return false;
     }
@@ -371,7 +351,7 @@ bool read_small_file(const std::string& path, size_t bytes_max, std::string& out
   }
   ::close(fd);
   if (got > bytes_max) {
-    reason = quote(path) + " is larger than " + std::to_string(bytes_max) + " bytes";
+    reason = quote_for_message(path) + " is larger than " + std::to_string(bytes_max) + " bytes";
     return false;
   }
   out.resize(got);
@@ -386,9 +366,9 @@ status read_password(const std::string& path, const std::string& file,
   // Editors end the file with a newline that is not part of the secret.
   if (!out.empty() && out.back() == '\n') out.pop_back();
   if (!out.empty() && out.back() == '\r') out.pop_back();
-  if (out.empty()) return fail(path, quote(resolved) + " is empty");
+  if (out.empty()) return fail(path, quote_for_message(resolved) + " is empty");
   // PostgreSQL's PasswordMessage is NUL-terminated; a NUL would cut the secret.
-  if (out.find('\0') != std::string::npos) return fail(path, quote(resolved) + " contains a NUL byte");
+  if (out.find('\0') != std::string::npos) return fail(path, quote_for_message(resolved) + " contains a NUL byte");
   return status::ok();
 }
 
@@ -415,7 +395,7 @@ x509_ptr read_first_certificate(const std::string& path, std::string& reason) {
   std::unique_ptr<BIO, bio_free> bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
   x509_ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, refuse_passphrase, nullptr) : nullptr);
   ERR_clear_error();
-  if (!cert) reason = "no PEM certificate in " + quote(path);
+  if (!cert) reason = "no PEM certificate in " + quote_for_message(path);
   return cert;
 }
 
@@ -457,7 +437,7 @@ status parse_tls(element value, const std::string& path, const std::string& base
                    : nullptr);
   OPENSSL_cleanse(key_text.data(), key_text.size());
   ERR_clear_error();
-  if (!key) return fail(key_file_path, "no unencrypted PEM private key in " + quote(out.key));
+  if (!key) return fail(key_file_path, "no unencrypted PEM private key in " + quote_for_message(out.key));
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     ERR_clear_error();
     return fail(key_file_path, "does not match " + cert_path);
@@ -504,7 +484,7 @@ status parse_issuer(element value, const std::string& path, const std::string& b
       }
       for (size_t i = 0; i < earlier.size(); ++i) {
         if (earlier[i].issuer == text) {
-          return fail(p, quote(text) + " is already the issuer of " +
+          return fail(p, quote_for_message(text) + " is already the issuer of " +
                              index_path("identity.issuers", i));
         }
       }
@@ -524,7 +504,7 @@ status parse_issuer(element value, const std::string& path, const std::string& b
       auto keys = identity::load_jwks_file(out.jwks_file);
       if (!keys) return fail(p, keys.error().message());
     } else if (key == "jwks_uri") {
-      if (!is_https_url(text)) return fail(p, "expected an https:// URL, got " + quote(text));
+      if (!is_https_url(text)) return fail(p, "expected an https:// URL, got " + quote_for_message(text));
       out.jwks_uri = text;
     } else if (key == "jwks_ca_file") {
       if (text.empty()) return fail(p, "expected a file path");
@@ -590,7 +570,7 @@ status parse_identity(element value, const std::string& path, const std::string&
       if (status e = get_string(v, p, text); !e) return e;
       if (text == "terminate") out.on_expiry = token_expiry_action::terminate;
       else if (text == "ignore") out.on_expiry = token_expiry_action::ignore;
-      else return fail(p, "expected \"terminate\" or \"ignore\", got " + quote(text));
+      else return fail(p, "expected \"terminate\" or \"ignore\", got " + quote_for_message(text));
       return status::ok();
     }
     return fail(p, "unknown key");
@@ -622,7 +602,7 @@ status parse_upstream(element value, const std::string& path, const std::string&
     std::string_view text;
     if (key == "host") {
       if (status e = get_string(v, p, text); !e) return e;
-      if (!is_host(text)) return fail(p, "expected a host name or IP address, got " + quote(text));
+      if (!is_host(text)) return fail(p, "expected a host name or IP address, got " + quote_for_message(text));
       out.host = text;
       have_host = true;
     } else if (key == "port") {
@@ -630,7 +610,7 @@ status parse_upstream(element value, const std::string& path, const std::string&
     } else if (key == "user" || key == "database") {
       if (status e = get_string(v, p, text); !e) return e;
       if (!is_pg_identifier(text)) {
-        return fail(p, "expected 1 to 63 bytes without control characters, got " + quote(text));
+        return fail(p, "expected 1 to 63 bytes without control characters, got " + quote_for_message(text));
       }
       (key == "user" ? out.user : out.database) = text;
       (key == "user" ? have_user : have_database) = true;
@@ -645,7 +625,7 @@ status parse_upstream(element value, const std::string& path, const std::string&
       if (text == "disable") out.tls = upstream_tls_mode::disable;
       else if (text == "require") out.tls = upstream_tls_mode::require;
       else if (text == "verify-full") out.tls = upstream_tls_mode::verify_full;
-      else return fail(p, "expected \"disable\", \"require\" or \"verify-full\", got " + quote(text));
+      else return fail(p, "expected \"disable\", \"require\" or \"verify-full\", got " + quote_for_message(text));
     } else if (key == "ca_file") {
       if (status e = get_string(v, p, text); !e) return e;
       if (text.empty()) return fail(p, "expected a file path");
@@ -679,11 +659,11 @@ status parse_target(element value, const std::string& path, const std::string& b
     if (key == "name") {
       if (status e = get_string(v, p, text); !e) return e;
       if (!is_target_name(text)) {
-        return fail(p, "expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got " + quote(text));
+        return fail(p, "expected 1 to 64 characters from A-Z a-z 0-9 _ . -, got " + quote_for_message(text));
       }
       for (size_t i = 0; i < earlier.size(); ++i) {
         if (earlier[i].name == text) {
-          return fail(p, quote(text) + " is already the name of " + index_path("targets", i));
+          return fail(p, quote_for_message(text) + " is already the name of " + index_path("targets", i));
         }
       }
       out.name = text;
@@ -691,7 +671,7 @@ status parse_target(element value, const std::string& path, const std::string& b
     } else if (key == "protocol") {
       if (status e = get_string(v, p, text); !e) return e;
       if (text != "postgres") {
-        return fail(p, quote(text) + " is not supported yet; the only protocol is \"postgres\"");
+        return fail(p, quote_for_message(text) + " is not supported yet; the only protocol is \"postgres\"");
       }
       out.protocol = text;
       have_protocol = true;
@@ -716,7 +696,7 @@ status parse_target(element value, const std::string& path, const std::string& b
       } else if (text == "jwt") {
         out.client_auth = client_auth_mode::jwt;
       } else {
-        return fail(p, "expected \"trust\" or \"jwt\", got " + quote(text));
+        return fail(p, "expected \"trust\" or \"jwt\", got " + quote_for_message(text));
       }
     } else if (key == "allow_plaintext_auth") {
       return get_bool(v, p, out.allow_plaintext_auth);
@@ -870,7 +850,7 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
       std::string_view text;
       if (status e = get_string(v, p, text); !e) return e;
       if (text != "debug" && text != "info" && text != "warn" && text != "error") {
-        return fail(p, "expected one of debug, info, warn, error, got " + quote(text));
+        return fail(p, "expected one of debug, info, warn, error, got " + quote_for_message(text));
       }
       config.log_level = text;
       return status::ok();

@@ -1,4 +1,5 @@
 #include "core/policy.h"
+#include "core/text.h"
 
 #include <openssl/evp.h>
 #include <simdjson.h>
@@ -91,7 +92,6 @@ constexpr std::size_t file_path_chars_max = 4096;
 // Rule references kept by the evaluation index (a rule appears once per
 // target and statement kind it names). 4 Mi entries is 16 MiB of indices.
 constexpr std::size_t index_entries_max = std::size_t{1} << 22;
-constexpr std::size_t quoted_chars_max = 80;
 
 // Rule ids that would read like a setting in a decision's rule_id.
 constexpr std::string_view reserved_rule_ids[] = {"default_action", "parse_errors", "function_calls"};
@@ -169,27 +169,7 @@ bool is_name(std::string_view s, std::size_t max) {
   return !s.empty() && s.size() <= max && std::all_of(s.begin(), s.end(), is_name_char);
 }
 
-std::string quote(std::string_view value) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out = "\"";
-  const std::size_t n = std::min(value.size(), quoted_chars_max);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(value[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += '"';
-  if (n < value.size()) out += "...";
-  return out;
-}
+
 
 bool is_plain_key(std::string_view key) {
   return !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
@@ -200,7 +180,7 @@ bool is_plain_key(std::string_view key) {
 // Paths read like the JSON they point into: rules[2].match.sql.statements[0];
 // a key that is not a plain word is quoted: targets["pg.main"].
 std::string key_path(const std::string& parent, std::string_view key) {
-  if (!is_plain_key(key)) return parent + "[" + quote(key) + "]";
+  if (!is_plain_key(key)) return parent + "[" + quote_for_message(key) + "]";
   return parent.empty() ? std::string(key) : parent + "." + std::string(key);
 }
 
@@ -208,29 +188,7 @@ std::string index_path(const std::string& parent, std::size_t index) {
   return parent + "[" + std::to_string(index) + "]";
 }
 
-void append_json_string(std::string& out, std::string_view value) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  for (char ch : value) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 0xf];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
+
 
 struct string_hash {
   using is_transparent = void;
@@ -549,18 +507,18 @@ class checker {
       const std::string_view part = s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
       ++parts;
       if (part.empty() || part.size() > identifier_bytes_max) {
-        fail(path, std::string(what) + " " + quote(s) + ": each dot-separated part must be 1 to 63 bytes");
+        fail(path, std::string(what) + " " + quote_for_message(s) + ": each dot-separated part must be 1 to 63 bytes");
         return false;
       }
       if (dot == std::string_view::npos) break;
       start = dot + 1;
     }
     if (parts > name_parts_max) {
-      fail(path, std::string(what) + " " + quote(s) + ": at most three parts (database.schema.name)");
+      fail(path, std::string(what) + " " + quote_for_message(s) + ": at most three parts (database.schema.name)");
       return false;
     }
     if (has_control_char(s) || s.find_first_of("\" ") != std::string_view::npos) {
-      fail(path, std::string(what) + " " + quote(s) + ": write names without quotes or spaces");
+      fail(path, std::string(what) + " " + quote_for_message(s) + ": write names without quotes or spaces");
       return false;
     }
     return true;
@@ -717,7 +675,7 @@ class builder {
 
   bool target_name(std::string_view s, const std::string& path) {
     if (!is_name(s, target_name_chars_max)) {
-      check_.fail(path, "target name " + quote(s) + ": expected 1 to 64 of A-Z a-z 0-9 _ . -");
+      check_.fail(path, "target name " + quote_for_message(s) + ": expected 1 to 64 of A-Z a-z 0-9 _ . -");
       return false;
     }
     note_target(s, path);
@@ -825,21 +783,21 @@ class builder {
     std::string_view s;
     if (!check_.string(value, path, s)) return false;
     if (!is_name(s, rule_id_chars_max)) {
-      check_.fail(path, "rule id " + quote(s) + ": expected 1 to 64 of A-Z a-z 0-9 _ . -");
+      check_.fail(path, "rule id " + quote_for_message(s) + ": expected 1 to 64 of A-Z a-z 0-9 _ . -");
       return false;
     }
     for (auto reserved : reserved_rule_ids) {
       if (s != reserved) continue;
-      check_.fail(path, "rule id " + quote(s) + " is reserved: decisions name the setting " + std::string(reserved));
+      check_.fail(path, "rule id " + quote_for_message(s) + " is reserved: decisions name the setting " + std::string(reserved));
       return false;
     }
     if (s.substr(0, 8) == "targets.") {
-      check_.fail(path, "rule id " + quote(s) + ": ids starting with \"targets.\" are reserved for target settings");
+      check_.fail(path, "rule id " + quote_for_message(s) + ": ids starting with \"targets.\" are reserved for target settings");
       return false;
     }
     auto [it, added] = rule_ids_.try_emplace(std::string(s), path);
     if (!added) {
-      check_.fail(path, "duplicate rule id " + quote(s) + " (also at " + it->second + ")");
+      check_.fail(path, "duplicate rule id " + quote_for_message(s) + " (also at " + it->second + ")");
       return false;
     }
     out = s;
@@ -871,7 +829,7 @@ class builder {
 
   bool group_name(std::string_view s, const std::string& path) {
     if (s.empty() || s.size() > group_chars_max || has_control_char(s)) {
-      check_.fail(path, "group " + quote(s) + ": expected 1 to 256 bytes without control characters");
+      check_.fail(path, "group " + quote_for_message(s) + ": expected 1 to 256 bytes without control characters");
       return false;
     }
     return true;
@@ -913,7 +871,7 @@ class builder {
         check_.string_list(v, p, [&](std::string_view s, const std::string& ip) {
           std::string kind = uppered(s);
           if (!is_known_kind(kind)) {
-            check_.fail(ip, "unknown statement kind " + quote(s) + kind_hint(kind));
+            check_.fail(ip, "unknown statement kind " + quote_for_message(s) + kind_hint(kind));
             return;
           }
           refs_.statement_kinds.push_back(kind);
@@ -945,7 +903,7 @@ class builder {
                             return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
                           });
           if (!ok) {
-            check_.fail(ip, "parameter " + quote(s) + ": expected 1 to 128 of a-z 0-9 _ .");
+            check_.fail(ip, "parameter " + quote_for_message(s) + ": expected 1 to 128 of a-z 0-9 _ .");
             return;
           }
           r.set_parameters.push_back(name);
@@ -1080,11 +1038,11 @@ class builder {
               std::string_view s;
               if (!check_.string(v, p, s)) return;
               if (!is_name(s, rule_id_chars_max)) {
-                check_.fail(p, "pattern name " + quote(s) + ": expected 1 to 64 of A-Z a-z 0-9 _ . -");
+                check_.fail(p, "pattern name " + quote_for_message(s) + ": expected 1 to 64 of A-Z a-z 0-9 _ . -");
               } else if (is_known_detector(s)) {
-                check_.fail(p, "pattern name " + quote(s) + " is a detector's name");
+                check_.fail(p, "pattern name " + quote_for_message(s) + " is a detector's name");
               } else if (auto [it, added] = names.try_emplace(std::string(s), p); !added) {
-                check_.fail(p, "duplicate pattern name " + quote(s) + " (also at " + it->second + ")");
+                check_.fail(p, "duplicate pattern name " + quote_for_message(s) + " (also at " + it->second + ")");
               } else {
                 m.name = s;
               }

@@ -1,4 +1,6 @@
 #pragma once
+
+#include "core/text.h"
 // Small helpers shared by identity/'s files; not part of its interface.
 
 #include <string>
@@ -12,10 +14,8 @@ namespace agentgate::identity {
 // (errc::invalid_argument) say which file and why, without a config path.
 result<std::string> read_small_file(const std::string& path, size_t bytes_max);
 
-// Appends value as a JSON string literal (quotes included).
-void append_json_string(std::string& out, std::string_view value);
+using agentgate::append_json_string;
 
-// value quoted for an error line: escaped and cut to a readable length.
-std::string quote_for_message(std::string_view value);
+using agentgate::quote_for_message;
 
 }  // namespace agentgate::identity
