@@ -488,6 +488,8 @@ TEST_F(ConfigLoaderTest, DemoExampleParses) {
   ASSERT_TRUE(in.good());
   std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   write_file("demo-password", "demo\n");
+  // scripts/demo copies the example's policy_file beside the config, too.
+  fs::copy_file(source_dir / "appliance/examples/policy-demo.json", fs::path(dir_) / "policy-demo.json");
   auto r = parse(json);
   ASSERT_TRUE(r) << r.error().message();
   ASSERT_EQ(r->targets.size(), 1u);
