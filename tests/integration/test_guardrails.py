@@ -26,6 +26,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEMO_POLICY = os.path.join(REPO, "appliance", "examples", "policy-demo.json")
 
 
+def denying_demo_policy():
+    """The demo policy with its require_approval rules turned into denials:
+    this file tests classification and refusal; holding is test_approvals'."""
+    with open(DEMO_POLICY) as f:
+        doc = json.load(f)
+    for rule in doc["rules"]:
+        if rule["action"] == "require_approval":
+            rule["action"] = "deny"
+            rule.pop("approvers", None)
+            rule.pop("timeout_s", None)
+            rule.setdefault("message", "needs a DBA")
+    return doc
+
+
 class GuardrailsTest(h.GatewayTestCase):
     @classmethod
     def setUpClass(cls):
@@ -35,9 +49,12 @@ class GuardrailsTest(h.GatewayTestCase):
         token_file = os.path.join(cls.token_dir, "admin-token")
         with open(token_file, "w") as f:
             f.write(cls.admin_token + "\n")
+        policy_file = os.path.join(cls.token_dir, "policy.json")
+        with open(policy_file, "w") as f:
+            json.dump(denying_demo_policy(), f)
         cls.gateway_options = {
             "shards": 2,
-            "extra": {"policy_file": DEMO_POLICY,
+            "extra": {"policy_file": policy_file,
                       "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}},
         }
         super().setUpClass()
@@ -242,8 +259,7 @@ class GuardrailsTest(h.GatewayTestCase):
     def test_z_policy_swap_under_load(self):
         # An open session sees the new version from its next command.
         s, r, _ = self.wire_session()
-        with open(DEMO_POLICY) as f:
-            doc = json.load(f)
+        doc = denying_demo_policy()
         # pgbench -i drops and truncates: the demo policy rightly refuses that, so load directly.
         init = h.run_pgbench(self.pg.host, self.pg.port, self.pg.user, self.pg.database,
                              ["-i", "-s", "1", "-q"], password=self.pg.password)
