@@ -443,10 +443,14 @@ void approval_service::expiry_loop() {
       lock.lock();
       continue;
     }
-    if (deadlines_.empty())
+    if (deadlines_.empty()) {
       expiry_cv_.wait(lock);
-    else
-      expiry_cv_.wait_until(lock, deadlines_.begin()->first);
+    } else {
+      // A copy: wait_until keeps reading its deadline while the lock is
+      // released, and another thread may erase the set's node meanwhile.
+      const steady::time_point next = deadlines_.begin()->first;
+      expiry_cv_.wait_until(lock, next);
+    }
   }
 }
 
@@ -462,7 +466,8 @@ void approval_service::webhook_loop() {
     auto next = std::min_element(webhooks_.begin(), webhooks_.end(),
                                  [](const webhook_job& a, const webhook_job& b) { return a.next_at < b.next_at; });
     if (next->next_at > steady::now()) {
-      webhook_cv_.wait_until(lock, next->next_at);
+      const steady::time_point at = next->next_at;  // the queue may move while we wait
+      webhook_cv_.wait_until(lock, at);
       continue;
     }
     webhook_job job = std::move(*next);
