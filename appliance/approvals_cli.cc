@@ -1,5 +1,7 @@
 #include "appliance/approvals_cli.h"
 
+#include <functional>
+
 #include <curl/curl.h>
 #include <simdjson.h>
 
@@ -347,8 +349,9 @@ void print_approval(std::FILE* out, simdjson::dom::element a) {
   }
 }
 
-int run_show(const context& cx) {
-  result<http_reply> reply = call(cx, "GET", "/v1/approvals/" + escaped_id(cx.o.id), "");
+// Prints a reply holding one approval: raw with --json, else through print.
+int print_approval_reply(const context& cx, const result<http_reply>& reply,
+                         const std::function<void(simdjson::dom::element)>& print) {
   if (!reply) return exit_refused;
   if (reply->status != 200) return refused(cx, *reply);
   if (cx.o.json) {
@@ -361,8 +364,13 @@ int run_show(const context& cx) {
     fprintf(cx.o.err, "agentgate approvals: the server's answer is not an approval\n");
     return exit_refused;
   }
-  print_approval(cx.o.out, a);
+  print(a);
   return exit_ok;
+}
+
+int run_show(const context& cx) {
+  return print_approval_reply(cx, call(cx, "GET", "/v1/approvals/" + escaped_id(cx.o.id), ""),
+                              [&](simdjson::dom::element a) { print_approval(cx.o.out, a); });
 }
 
 int run_decide(const context& cx, bool approve) {
@@ -370,23 +378,12 @@ int run_decide(const context& cx, bool approve) {
   if (!cx.o.reason.empty()) body = "{\"reason\": " + json_quote(cx.o.reason) + "}";
   result<http_reply> reply =
       call(cx, "POST", "/v1/approvals/" + escaped_id(cx.o.id) + (approve ? "/approve" : "/deny"), body);
-  if (!reply) return exit_refused;
-  if (reply->status != 200) return refused(cx, *reply);
-  if (cx.o.json) {
-    fprintf(cx.o.out, "%s", reply->body.c_str());
-    return exit_ok;
-  }
-  simdjson::dom::parser parser;
-  simdjson::dom::element a;
-  if (parser.parse(reply->body).get(a) != simdjson::SUCCESS || !a.is_object()) {
-    fprintf(cx.o.err, "agentgate approvals: the server's answer is not an approval\n");
-    return exit_refused;
-  }
+  return print_approval_reply(cx, reply, [&](simdjson::dom::element a) {
   fprintf(cx.o.out, "%s %s: %s wanted to run %s on %s (rule %s)\n", printable(field(a, "state")).c_str(),
           printable(field(a, "id")).c_str(), printable(who(a, "requester")).c_str(),
           cut(printable(field(a, "command")), table_command_chars_max).c_str(),
           printable(field(a, "target")).c_str(), printable(field(a, "rule")).c_str());
-  return exit_ok;
+  });
 }
 
 }  // namespace
