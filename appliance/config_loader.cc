@@ -748,6 +748,9 @@ status parse_limits(element value, const std::string& path, limits_config& out) 
     if (key == "unsent_bytes_max") {
       return get_integer(v, p, 4u << 10, 64u << 20, out.unsent_bytes_max);
     }
+    if (key == "masked_row_bytes_max") {
+      return get_integer(v, p, 64u << 10, 1u << 30, out.masked_row_bytes_max);
+    }
     if (key == "connect_timeout_ms") {
       return get_integer(v, p, 1, timeout_ms_max, out.connect_timeout_ms);
     }

@@ -72,6 +72,7 @@ struct limits_config {
   uint32_t frame_bytes_max = 64u << 20;        // largest PostgreSQL message accepted
   uint32_t startup_bytes_max = 10000;          // PostgreSQL's own MAX_STARTUP_PACKET_LENGTH
   uint32_t unsent_bytes_max = 256u << 10;      // back-pressure: pause the other side above this
+  uint32_t masked_row_bytes_max = 16u << 20;   // a row or COPY row masking must hold whole
   uint32_t connect_timeout_ms = 5000;
   uint32_t auth_timeout_ms = 10000;
   uint32_t idle_timeout_ms = 0;                // 0: no idle timeout

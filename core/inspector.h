@@ -27,6 +27,9 @@ class command_inspector {
   // The legacy FunctionCall message, whose function the gateway cannot see by name.
   virtual const policy_decision& inspect_function_call(std::string_view target,
                                                        const session_identity& who) = 0;
+  // The command tags of the statements the last inspect_sql saw, comma
+  // separated ("SELECT", "BEGIN,UPDATE,COMMIT"), for recordings.
+  virtual std::string last_kinds() const { return {}; }
 };
 
 // A command held for a human's approval, as the approvals service sees it.

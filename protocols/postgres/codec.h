@@ -8,6 +8,7 @@
 // never reads payload as lengths again.
 
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,6 +33,51 @@ inline uint32_t read_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 inline uint16_t read_u16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+
+// A cursor over a message body; every read is bounds-checked.
+class body_reader {
+ public:
+  explicit body_reader(bytes b) : p_(b.data()), end_(b.data() + b.size()) {}
+
+  bool cstr(std::string_view* out) {
+    if (p_ == end_) return false;  // memchr on an empty span may see a null pointer
+    const void* nul = memchr(p_, 0, end_ - p_);
+    if (nul == nullptr) return false;
+    const auto* z = static_cast<const uint8_t*>(nul);
+    if (out) *out = std::string_view(reinterpret_cast<const char*>(p_), z - p_);
+    p_ = z + 1;
+    return true;
+  }
+  bool u8(uint8_t* out) {
+    if (end_ - p_ < 1) return false;
+    *out = *p_++;
+    return true;
+  }
+  bool u16(uint16_t* out) {
+    if (end_ - p_ < 2) return false;
+    *out = read_u16(p_);
+    p_ += 2;
+    return true;
+  }
+  bool u32(uint32_t* out) {
+    if (end_ - p_ < 4) return false;
+    *out = read_u32(p_);
+    p_ += 4;
+    return true;
+  }
+  bool skip(size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) return false;
+    p_ += n;
+    return true;
+  }
+  bool done() const { return p_ == end_; }
+  bytes rest() const { return {p_, static_cast<size_t>(end_ - p_)}; }
+  const uint8_t* position() const { return p_; }
+
+ private:
+  const uint8_t* p_;
+  const uint8_t* end_;
+};
 
 // ---- framing ---------------------------------------------------------------
 

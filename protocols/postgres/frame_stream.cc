@@ -63,7 +63,7 @@ bool frame_stream::feed(bytes data, frame_sink& sink) {
       data = data.subspan(frame_bytes);
       continue;
     }
-    if (is_streamable(dir_, h.header.type)) {
+    if (is_streamable(dir_, h.header.type) && frame_bytes > collect_bytes_max_) {
       current_ = h.header;
       stream_left_ = frame_bytes - data.size();
       return sink.on_frame_piece(current_, data, true, false);
@@ -85,7 +85,7 @@ bool frame_stream::feed_partial(bytes& data, frame_sink& sink) {
   const header_result h = decode_header(dir_, as_bytes(partial_), frame_bytes_max_);
   if (h.status == frame_status::desync) return desync(sink, h.error);
   const size_t frame_bytes = h.header.frame_bytes();
-  if (is_streamable(dir_, h.header.type) && partial_.size() == header_bytes) {
+  if (is_streamable(dir_, h.header.type) && frame_bytes > collect_bytes_max_ && partial_.size() == header_bytes) {
     // Only the header was held back; the body streams from here.
     current_ = h.header;
     stream_left_ = frame_bytes - header_bytes;

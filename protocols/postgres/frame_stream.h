@@ -30,6 +30,11 @@ class frame_stream {
   frame_stream(direction dir, uint32_t frame_bytes_max, size_t held_bytes_max = 1u << 20)
       : dir_(dir), frame_bytes_max_(frame_bytes_max), held_bytes_max_(held_bytes_max) {}
 
+  // Streamable frames up to this many bytes (header included) are collected
+  // and delivered whole, like any other frame; bigger ones still stream.
+  // Masking sets it: a row must be whole to be rewritten. 0: stream all.
+  void set_collect_bytes_max(size_t n) { collect_bytes_max_ = n; }
+
   // Feeds bytes; false if the sink stopped or the stream desynced.
   bool feed(bytes data, frame_sink& sink);
 
@@ -61,6 +66,7 @@ class frame_stream {
   frame_header current_;     // the frame being streamed
   uint64_t stream_left_ = 0; // bytes of current_ not yet delivered
   size_t held_bytes_max_;
+  size_t collect_bytes_max_ = 0;
   bool paused_ = false;
   bool held_overflow_ = false;
   std::string held_;         // raw bytes that arrived while paused, not yet framed

@@ -3,6 +3,7 @@
 #include <strings.h>
 
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <ctime>
 
@@ -37,6 +38,14 @@ int64_t now_s() {
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   return ts.tv_sec;
 }
+
+int64_t now_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+bool is_command(char type) { return type == 'Q' || type == 'P' || type == 'F'; }
 
 }  // namespace
 
@@ -78,7 +87,22 @@ class session::upstream_sink final : public frame_sink {
       s_.fail("08P01", "unexpected message from the upstream during login");
       return false;
     }
-    if (first) ++s_.probe_.frames_from_upstream;
+    if (first) {
+      ++s_.probe_.frames_from_upstream;
+      if (s_.filter_.active()) {
+        // Bigger than masking may hold: it cannot be rewritten, so it does not pass.
+        ++s_.probe_.masking_refusals;
+        s_.fail("54000", std::string("a result row of ") + std::to_string(h.frame_bytes()) +
+                             " bytes is larger than masking can hold (limits.masked_row_bytes_max)");
+        return false;
+      }
+      if (s_.tracking_ && h.type == 'D') {
+        ++s_.result_rows_total_;
+        s_.result_rows_truncated_ = true;  // streamed, not kept
+      }
+    }
+    s_.client_mid_frame_ = !last;
+    s_.bytes_to_client_ += piece.size();
     s_.io_->send(peer::client, piece);
     return true;
   }
@@ -102,9 +126,21 @@ session::session(const target_runtime& target, session_probe& probe, const shard
       from_client_(direction::frontend, target.limits.frame_bytes_max),
       from_upstream_(direction::backend, target.limits.frame_bytes_max),
       client_sink_(std::make_unique<client_sink>(*this)),
-      upstream_sink_(std::make_unique<upstream_sink>(*this)) {}
+      upstream_sink_(std::make_unique<upstream_sink>(*this)) {
+  id_ = session_id::generate();
+}
 
 session::~session() {
+  if (recorded_start_ && shard_.recorder != nullptr) {
+    rec_session_end e;
+    e.id = id_;
+    e.unix_us = now_us();
+    e.reason = end_reason_;
+    e.commands = command_seq_;
+    e.bytes_from_client = bytes_from_client_;
+    e.bytes_to_client = bytes_to_client_;
+    shard_.recorder->session_end(e);
+  }
   // A client that goes while its command is held withdraws the request.
   if (!approval_id_.empty() && shard_.approvals != nullptr) shard_.approvals->withdraw(approval_id_);
   if (shard_.cancels == nullptr || io_ == nullptr) return;
@@ -118,6 +154,11 @@ void session::on_start(session_io& io) {
   io_ = &io;
   started_at_s_ = now_s();
   ++probe_.sessions_started;
+  tracking_ = shard_.masker != nullptr || shard_.recorder != nullptr;
+  if (shard_.masker != nullptr) {
+    filter_.set_masker(*shard_.masker);
+    if (filter_.active()) from_upstream_.set_collect_bytes_max(target_.limits.masked_row_bytes_max);
+  }
   io_->set_deadline_ms(target_.limits.auth_timeout_ms);
 }
 
@@ -129,6 +170,7 @@ void session::on_data(peer from, std::span<const uint8_t> data) {
     } else if (state_ == state::relaying) {
       // The client spoke: the session is busy until the next ReadyForQuery.
       if (target_.limits.idle_timeout_ms > 0) io_->set_deadline_ms(0);
+      bytes_from_client_ += data.size();
       if (!from_client_.feed(data, *client_sink_) && from_client_.held_overflow())
         fail("54000", "too much data from the client while a command waited for approval");
     } else if (state_ == state::client_auth) {
@@ -150,10 +192,11 @@ void session::fail(const char* sqlstate, const std::string& message) {
   const bool was_relaying = state_ == state::relaying;
   state_ = state::closed;
   if (!was_relaying) ++probe_.sessions_refused;
-  AG_INFO("target %s: closing session from %s: %s (SQLSTATE %s)", target_.config.name.c_str(),
-          io_->client_address().c_str(), message.c_str(), sqlstate);
+  end_reason_ = std::string(sqlstate) + ": " + message;
+  AG_INFO("target %s: session %s: closing session from %s: %s (SQLSTATE %s)", target_.config.name.c_str(),
+          id_.hex().c_str(), io_->client_address().c_str(), message.c_str(), sqlstate);
   // An error in the middle of a DataRow would corrupt the client's stream.
-  if (from_upstream_.mid_frame()) {
+  if (client_mid_frame_) {
     io_->abort();
     return;
   }
@@ -271,6 +314,7 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
     send_to_client(out);
   }
   startup_ = packet;
+  if (const std::string* options = packet.find("options")) prompt_ = prompt_from_options(*options);
   if (target_.config.client_auth == client_auth_mode::jwt) {
     if (!io_->tls_active(peer::client) && !target_.config.allow_plaintext_auth) {
       ++probe_.client_logins_refused;
@@ -487,6 +531,7 @@ bool session::answer_authentication(bytes body) {
       state_ = state::relaying;
       append_authentication_ok(out);
       send_to_client(out);
+      record_session_start();
       if (!early_client_bytes_.empty()) {
         std::string early;
         early.swap(early_client_bytes_);
@@ -604,6 +649,7 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
       return false;
   }
   ++probe_.frames_from_client;
+  if (tracking_) filter_.on_frontend(header.type, frame.subspan(header_bytes), command_seq_);
   io_->send(peer::upstream, frame);
   return true;
 }
@@ -627,6 +673,20 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
       return verdict::forward;
     }
   }
+  if (header.type == 'Q') {
+    const bytes body = frame.subspan(header_bytes);
+    const std::string_view sql = as_view(body.first(body.size() - 1));
+    if (sql.size() < 4096 && (sql.find("agentgate.") != std::string_view::npos ||
+                              sql.find("AGENTGATE.") != std::string_view::npos))
+      if (const verdict v = answer_prompt_set(sql); v != verdict::forward) return v;
+  }
+  if (is_command(header.type) && recording_refuses()) {
+    ++probe_.commands_unrecordable;
+    return refuse_with("58030",
+                       "recording is unavailable (" + std::string(shard_.recorder->failure_reason()) +
+                           "); the gateway runs no command it cannot record",
+                       header.type == 'P');
+  }
   const policy_decision* decision = nullptr;
   if (shard_.inspector != nullptr) {
     if (header.type == 'Q') {
@@ -646,6 +706,7 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
       decision = &shard_.inspector->inspect_function_call(target_.config.name, identity_);
     }
   }
+  if (is_command(header.type)) record_command(header, frame, decision);
   if (decision != nullptr && decision->action == policy_action::require_approval &&
       shard_.approvals != nullptr)
     return hold(header, frame, *decision);
@@ -728,10 +789,13 @@ void session::on_approval_verdict(bool approved, const std::string& reason) {
   std::string frame;
   frame.swap(held_frame_);
   const frame_header header{frame[0], read_u32(reinterpret_cast<const uint8_t*>(frame.data()) + 1)};
+  record_decision(command_seq_, approved ? "approved" : "denied", {}, {}, reason);
   if (approved) {
     // Goes upstream exactly once: the held copy, now.
     if (header.type == 'Q' && !expect_response()) return;
     ++probe_.frames_from_client;
+    if (tracking_)
+      filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_);
     send_to_upstream(frame);
   } else {
     refuse_message("denied: " + reason, header.type == 'P');
@@ -789,8 +853,12 @@ session::verdict session::refuse(const policy_decision& decision, bool extended,
 
 session::verdict session::refuse_message(std::string message, bool extended) {
   ++probe_.commands_denied;
+  return refuse_with("42501", std::move(message), extended);
+}
+
+session::verdict session::refuse_with(const char* sqlstate, std::string message, bool extended) {
   std::string error;
-  append_error(error, "ERROR", "42501", message);
+  append_error(error, "ERROR", sqlstate, message);
   AG_INFO("target %s: %s: %s", target_.config.name.c_str(),
           identity_.subject.empty() ? io_->client_address().c_str() : identity_.subject.c_str(),
           message.c_str());
@@ -846,8 +914,7 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
       // The server skips the rest of a batch after its own error, as it
       // would have skipped the refused Parse: then one error is enough.
       if (!done.error.empty() && !upstream_failed) send_to_client(done.error);
-      ++probe_.frames_from_upstream;
-      io_->send(peer::client, frame);
+      if (!relay_upstream_frame(header, frame)) return false;
       flush_synthetic_responses();
       return true;
     }
@@ -862,9 +929,7 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
     default:
       break;
   }
-  ++probe_.frames_from_upstream;
-  io_->send(peer::client, frame);
-  return true;
+  return relay_upstream_frame(header, frame);
 }
 
 // The client gets a key the gateway minted; the upstream's stays here.
@@ -963,9 +1028,349 @@ std::string session::describe_json() const {
   out += ",\"tls\":";
   append_json_string(out, io_->tls_description(peer::client));
   out += ",\"started_at\":" + std::to_string(started_at_s_);
+  out += ",\"id\":";
+  append_json_string(out, id_.hex());
+  out += ",\"prompt_id\":";
+  append_json_string(out, prompt_.prompt_id);
   out += ",\"held_for_approval\":";
   append_json_string(out, approval_id_);
   out += "}";
+  return out;
+}
+
+// ---- masking and recording ---------------------------------------------------------
+
+// Every upstream frame after login reaches the client through here: masked
+// when the policy masks, captured for the recording when one is kept.
+bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
+  ++probe_.frames_from_upstream;
+  if (!tracking_) {
+    bytes_to_client_ += frame.size();
+    io_->send(peer::client, frame);
+    return true;
+  }
+  if (header.type == 'Z' && shard_.masker != nullptr) {
+    // A new policy's masking starts with the next command, never mid-result.
+    filter_.set_masker(*shard_.masker);
+    from_upstream_.set_collect_bytes_max(filter_.active() ? target_.limits.masked_row_bytes_max : 0);
+  }
+  bytes out = frame;
+  switch (filter_.on_backend(header, frame, rewritten_)) {
+    case result_filter::action::pass:
+      break;
+    case result_filter::action::rewritten:
+      out = as_bytes(rewritten_);
+      ++probe_.values_masked;
+      break;
+    case result_filter::action::fail:
+      ++probe_.masking_refusals;
+      fail("0A000", "masking: " + filter_.failure());
+      return false;
+  }
+  if (shard_.recorder != nullptr) {
+    if (header.type == 'D') {
+      ++result_rows_total_;
+      const bytes body = out.subspan(header_bytes);
+      if (result_rows_.size() + body.size() <= shard_.recorder->result_bytes_max())
+        result_rows_.append(reinterpret_cast<const char*>(body.data()), body.size());
+      else
+        result_rows_truncated_ = true;
+    }
+    if (filter_.ended_seq() != 0 || header.type == 'C' || header.type == 'E')
+      record_result(filter_.ended_seq(), header, out);
+  }
+  bytes_to_client_ += out.size();
+  io_->send(peer::client, out);
+  return true;
+}
+
+bool session::recording_refuses() {
+  return shard_.recorder != nullptr && !shard_.recorder->available() && !shard_.recorder->fail_open();
+}
+
+void session::record_session_start() {
+  if (shard_.recorder == nullptr || recorded_start_) return;
+  recorded_start_ = true;
+  const std::string tls = io_->tls_description(peer::client);
+  rec_session_start e;
+  e.id = id_;
+  e.unix_us = now_us();
+  e.shard = io_->shard().shard_id();
+  e.protocol = "postgres";
+  e.target = target_.config.name;
+  e.subject = identity_.subject;
+  e.email = identity_.email;
+  e.groups = identity_.groups;
+  e.client_address = io_->client_address();
+  e.tls = tls;
+  if (const std::string* db = startup_.find("database")) e.database = *db;
+  if (const std::string* user = startup_.find("user")) e.user = *user;
+  e.prompt = {prompt_.prompt_id, prompt_.prompt_text, prompt_.traceparent};
+  shard_.recorder->session_start(e);
+}
+
+void session::record_command(const frame_header& header, bytes frame, const policy_decision* decision) {
+  ++command_seq_;
+  command_started_us_ = now_us();
+  if (shard_.recorder == nullptr) return;
+  const std::string_view text = header.type == 'F' ? std::string_view("(function call)") : command_text(header, frame);
+  prompt_context from_comment;
+  const bool commented = header.type != 'F' && prompt_from_comment(text, from_comment);
+  const prompt_context& prompt = commented ? from_comment : prompt_;
+  const std::string kinds =
+      shard_.inspector != nullptr && header.type != 'F' ? shard_.inspector->last_kinds() : std::string();
+  rec_command c;
+  c.id = id_;
+  c.unix_us = command_started_us_;
+  c.seq = command_seq_;
+  c.message_kind = header.type;
+  c.text = text;
+  c.classification = kinds;
+  c.prompt = {prompt.prompt_id, prompt.prompt_text, prompt.traceparent};
+  shard_.recorder->command(c);
+  if (decision != nullptr)
+    record_decision(command_seq_, to_string(decision->action), decision->rule_id, {}, decision->message);
+}
+
+void session::record_decision(uint64_t seq, std::string_view action, std::string_view rule,
+                              std::string_view approver, std::string_view reason) {
+  if (shard_.recorder == nullptr) return;
+  rec_decision d;
+  d.id = id_;
+  d.unix_us = now_us();
+  d.seq = seq;
+  d.action = action;
+  d.rule_id = rule;
+  d.approver = approver;
+  d.reason = reason;
+  shard_.recorder->decision(d);
+}
+
+void session::record_result(uint64_t seq, const frame_header& header, bytes frame) {
+  const bytes body = frame.subspan(header_bytes);
+  std::string tag, error;
+  if (header.type == 'C' && !body.empty()) {
+    tag.assign(reinterpret_cast<const char*>(body.data()), body.size() - 1);
+  } else if (header.type == 'E') {
+    const error_fields f = parse_error_fields(body);
+    error = f.sqlstate + ": " + f.message;
+  } else if (header.type == 's') {
+    tag = "(portal suspended)";
+  }
+  std::vector<std::string> columns;
+  for (const row_column& c : filter_.last_columns()) columns.push_back(c.name);
+  std::vector<std::pair<std::string, uint64_t>> masked;
+  if (shard_.masker != nullptr && *shard_.masker != nullptr) {
+    const data_masker& m = **shard_.masker;
+    const std::span<const uint64_t> hits = m.hits();
+    const std::span<const std::string> names = m.hit_names();
+    if (hits_seen_.size() != hits.size()) hits_seen_.assign(hits.size(), 0);
+    for (size_t i = 0; i < hits.size() && i < names.size(); ++i) {
+      if (hits[i] > hits_seen_[i]) masked.emplace_back(names[i], hits[i] - hits_seen_[i]);
+      hits_seen_[i] = hits[i];
+    }
+  }
+  rec_result r;
+  r.id = id_;
+  r.unix_us = now_us();
+  r.seq = seq != 0 ? seq : command_seq_;
+  r.columns = columns;
+  r.rows = result_rows_;
+  r.rows_total = result_rows_total_;
+  r.rows_truncated = result_rows_truncated_;
+  r.duration_us = command_started_us_ != 0 ? r.unix_us - command_started_us_ : 0;
+  r.command_tag = tag;
+  r.error = error;
+  r.masked = masked;
+  shard_.recorder->result(r);
+  result_rows_.clear();
+  if (result_rows_.capacity() > (1u << 20)) result_rows_.shrink_to_fit();
+  result_rows_total_ = 0;
+  result_rows_truncated_ = false;
+}
+
+// SET agentgate.prompt_id = '...' is the gateway's: answered here, never sent upstream.
+session::verdict session::answer_prompt_set(std::string_view sql) {
+  std::string key, value;
+  if (!parse_prompt_set(sql, key, value)) return verdict::forward;
+  if (key == "prompt_id") prompt_.prompt_id = value.substr(0, 256);
+  else if (key == "prompt_text") prompt_.prompt_text = value.substr(0, 4096);
+  else prompt_.traceparent = value.substr(0, 128);
+  std::string out;
+  append_frame(out, 'C', std::string_view("SET\0", 4));
+  if (slots_.size() >= pending_responses_max) {
+    fail("54000", "too many commands waiting for their results");
+    return verdict::stop;
+  }
+  response_slot slot;
+  slot.synthetic = true;
+  slot.error = std::move(out);
+  slots_.push_back(std::move(slot));
+  flush_synthetic_responses();
+  return verdict::drop;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n' || s.front() == '\r'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r' ||
+                        s.back() == ';'))
+    s.remove_suffix(1);
+  return s;
+}
+
+bool take_word(std::string_view& s, std::string_view word) {
+  s = trim(s);
+  if (s.size() < word.size() || strncasecmp(s.data(), word.data(), word.size()) != 0) return false;
+  if (s.size() > word.size()) {
+    const char next = s[word.size()];
+    if (isalnum(static_cast<unsigned char>(next)) || next == '_' || next == '.') return false;
+  }
+  s.remove_prefix(word.size());
+  return true;
+}
+
+bool prompt_key(std::string_view name, std::string& key) {
+  static constexpr std::string_view keys[] = {"prompt_id", "prompt_text", "traceparent"};
+  for (std::string_view k : keys)
+    if (name.size() == k.size() && strncasecmp(name.data(), k.data(), k.size()) == 0) {
+      key = k;
+      return true;
+    }
+  return false;
+}
+
+// sqlcommenter values are URL-encoded.
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool parse_prompt_set(std::string_view sql, std::string& key, std::string& value) {
+  std::string_view s = trim(sql);
+  if (s.find(';') != std::string_view::npos) return false;  // one statement only
+  const bool reset = take_word(s, "RESET");
+  if (!reset && !take_word(s, "SET")) return false;
+  if (!reset) take_word(s, "SESSION");
+  if (!take_word(s, "agentgate.")) {
+    s = trim(s);
+    if (s.size() < 10 || strncasecmp(s.data(), "agentgate.", 10) != 0) return false;
+    s.remove_prefix(10);
+  }
+  size_t n = 0;
+  while (n < s.size() && (isalnum(static_cast<unsigned char>(s[n])) || s[n] == '_')) ++n;
+  if (!prompt_key(s.substr(0, n), key)) return false;
+  s.remove_prefix(n);
+  if (reset) {
+    value.clear();
+    return trim(s).empty();
+  }
+  s = trim(s);
+  if (!s.empty() && s.front() == '=') s.remove_prefix(1);
+  else if (!take_word(s, "TO")) return false;
+  s = trim(s);
+  value.clear();
+  if (!s.empty() && s.front() == '\'') {
+    size_t i = 1;
+    for (; i < s.size(); ++i) {
+      if (s[i] == '\'') {
+        if (i + 1 < s.size() && s[i + 1] == '\'') {
+          value.push_back('\'');
+          ++i;
+          continue;
+        }
+        break;
+      }
+      value.push_back(s[i]);
+    }
+    if (i >= s.size()) return false;
+    return trim(s.substr(i + 1)).empty();
+  }
+  for (char c : s) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+    value.push_back(c);
+  }
+  return !value.empty();
+}
+
+bool prompt_from_comment(std::string_view sql, prompt_context& out) {
+  const std::string_view s = trim(sql);
+  if (s.size() < 4 || s.substr(s.size() - 2) != "*/") return false;
+  const size_t open = s.rfind("/*");
+  if (open == std::string_view::npos) return false;
+  std::string_view body = s.substr(open + 2, s.size() - open - 4);
+  bool any = false;
+  while (!body.empty()) {
+    body = trim(body);
+    const size_t eq = body.find('=');
+    if (eq == std::string_view::npos) break;
+    const std::string_view name = trim(body.substr(0, eq));
+    body.remove_prefix(eq + 1);
+    if (body.empty() || body.front() != '\'') break;
+    const size_t close = body.find('\'', 1);
+    if (close == std::string_view::npos) break;
+    const std::string value = url_decode(body.substr(1, close - 1));
+    body.remove_prefix(close + 1);
+    std::string key;
+    if (prompt_key(name, key)) {
+      any = true;
+      if (key == "prompt_id") out.prompt_id = value.substr(0, 256);
+      else if (key == "prompt_text") out.prompt_text = value.substr(0, 4096);
+      else out.traceparent = value.substr(0, 128);
+    }
+    body = trim(body);
+    if (!body.empty() && body.front() == ',') body.remove_prefix(1);
+  }
+  return any;
+}
+
+prompt_context prompt_from_options(std::string_view options) {
+  // "-c agentgate.prompt_id=abc --agentgate.traceparent=00-..." (libpq
+  // splits on spaces; a backslash escapes one).
+  prompt_context out;
+  std::vector<std::string> words;
+  std::string word;
+  for (size_t i = 0; i < options.size(); ++i) {
+    const char c = options[i];
+    if (c == '\\' && i + 1 < options.size()) {
+      word.push_back(options[++i]);
+    } else if (c == ' ' || c == '\t') {
+      if (!word.empty()) words.push_back(std::move(word));
+      word.clear();
+    } else {
+      word.push_back(c);
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  for (size_t i = 0; i < words.size(); ++i) {
+    std::string_view setting;
+    if (words[i] == "-c" && i + 1 < words.size()) setting = words[++i];
+    else if (words[i].rfind("--", 0) == 0) setting = std::string_view(words[i]).substr(2);
+    else if (words[i].rfind("-c", 0) == 0) setting = std::string_view(words[i]).substr(2);
+    if (setting.size() < 10 || strncasecmp(setting.data(), "agentgate.", 10) != 0) continue;
+    setting.remove_prefix(10);
+    const size_t eq = setting.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string key;
+    if (!prompt_key(setting.substr(0, eq), key)) continue;
+    const std::string value(setting.substr(eq + 1));
+    if (key == "prompt_id") out.prompt_id = value.substr(0, 256);
+    else if (key == "prompt_text") out.prompt_text = value.substr(0, 4096);
+    else out.traceparent = value.substr(0, 128);
+  }
   return out;
 }
 

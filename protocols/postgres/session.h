@@ -17,9 +17,12 @@
 #include "core/authenticator.h"
 #include "core/config.h"
 #include "core/inspector.h"
+#include "core/masking.h"
+#include "core/recording.h"
 #include "core/session.h"
 #include "protocols/postgres/cancel_registry.h"
 #include "protocols/postgres/frame_stream.h"
+#include "protocols/postgres/result_filter.h"
 #include "protocols/postgres/upstream_auth.h"
 
 namespace agentgate::pg {
@@ -58,6 +61,9 @@ struct session_probe {
   uint64_t commands_held = 0;
   uint64_t frames_from_client = 0;
   uint64_t frames_from_upstream = 0;
+  uint64_t values_masked = 0;           // values and text fields rewritten by masking
+  uint64_t masking_refusals = 0;        // sessions ended because a result could not be masked
+  uint64_t commands_unrecordable = 0;   // refused because recording was unavailable (fail closed)
 };
 
 // What sessions share on one shard; owned by the appliance.
@@ -66,7 +72,29 @@ struct shard_context {
   command_inspector* inspector = nullptr;    // this shard's; null: no policy, everything passes
   approval_gate* approvals = nullptr;        // null: require_approval is refused
   cancel_directory* cancels = nullptr;       // every shard's registry
+  // This shard's masker slot, replaced on a policy swap; null: no policy, no masking.
+  const std::shared_ptr<data_masker>* masker = nullptr;
+  session_recorder* recorder = nullptr;      // this shard's; null: recording off
 };
+
+// Prompt attribution carried by a session (startup option, SET) or one
+// command (a trailing sqlcommenter comment).
+struct prompt_context {
+  std::string prompt_id;
+  std::string prompt_text;
+  std::string traceparent;
+  bool empty() const { return prompt_id.empty() && prompt_text.empty() && traceparent.empty(); }
+};
+
+// Reads `-c agentgate.prompt_id=...` (and prompt_text, traceparent) out of
+// a startup packet's options.
+prompt_context prompt_from_options(std::string_view options);
+// A trailing sqlcommenter comment: /*traceparent='..',prompt_id='..'*/.
+bool prompt_from_comment(std::string_view sql, prompt_context& out);
+// `SET [SESSION] agentgate.<key> {=|TO} value` or `RESET agentgate.<key>`:
+// true and the key (prompt_id, prompt_text, traceparent) and value when the
+// whole text is one such statement.
+bool parse_prompt_set(std::string_view sql, std::string& key, std::string& value);
 
 class session final : public session_handler {
  public:
@@ -79,6 +107,7 @@ class session final : public session_handler {
   void on_peer_closed(peer which, const status& reason) override;
   void on_deadline() override;
   std::string describe_json() const override;
+  const session_id& id() const { return id_; }
 
   // The CancelRequest this connection carried was delivered upstream (or
   // dropped as unknown): the connection closes, as PostgreSQL's would.
@@ -132,6 +161,17 @@ class session final : public session_handler {
   // Ends the session with a FATAL error to the client when the client's
   // stream can still take one, else just closes.
   void fail(const char* sqlstate, const std::string& message);
+
+  // Masking and recording.
+  bool relay_upstream_frame(const frame_header& header, bytes frame);
+  void record_session_start();
+  void record_command(const frame_header& header, bytes frame, const policy_decision* decision);
+  void record_decision(uint64_t seq, std::string_view action, std::string_view rule,
+                       std::string_view approver, std::string_view reason);
+  void record_result(uint64_t seq, const frame_header& header, bytes frame);
+  bool recording_refuses();
+  verdict answer_prompt_set(std::string_view sql);
+  verdict refuse_with(const char* sqlstate, std::string message, bool extended);
   void send_to_client(const std::string& bytes);
   void send_to_upstream(const std::string& bytes);
 
@@ -171,6 +211,24 @@ class session final : public session_handler {
   std::unique_ptr<scram_client> scram_;
   bool client_terminated_ = false;   // the client sent Terminate
   bool upstream_sent_fatal_ = false; // the upstream already told the client why it is closing
+  bool client_mid_frame_ = false;    // part of a streamed frame went to the client
+
+  // Masking and recording.
+  result_filter filter_;
+  bool tracking_ = false;         // masking or recording wants to follow results
+  std::string rewritten_;         // a masked frame on its way to the client
+  std::vector<uint64_t> hits_seen_;  // the masker's counters at the last result's end
+  session_id id_;
+  bool recorded_start_ = false;
+  uint64_t command_seq_ = 0;
+  int64_t command_started_us_ = 0;
+  std::string result_rows_;       // masked DataRow bodies of the result in progress, bounded
+  uint64_t result_rows_total_ = 0;
+  bool result_rows_truncated_ = false;
+  uint64_t bytes_from_client_ = 0;
+  uint64_t bytes_to_client_ = 0;
+  prompt_context prompt_;         // the session's (startup option, SET)
+  std::string end_reason_ = "client closed";
 
   frame_stream from_client_;
   frame_stream from_upstream_;

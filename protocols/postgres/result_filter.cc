@@ -1,0 +1,456 @@
+#include "protocols/postgres/result_filter.h"
+
+#include <cstring>
+
+namespace agentgate::pg {
+namespace {
+
+constexpr uint32_t null_length = 0xffffffffu;
+
+void put_u32_at(std::string& s, size_t at, uint32_t v) {
+  s[at] = static_cast<char>(v >> 24);
+  s[at + 1] = static_cast<char>(v >> 16);
+  s[at + 2] = static_cast<char>(v >> 8);
+  s[at + 3] = static_cast<char>(v);
+}
+
+void append_raw(std::string& out, const uint8_t* p, size_t n) {
+  out.append(reinterpret_cast<const char*>(p), n);
+}
+
+// Error and notice fields that can carry data: everything but severity,
+// SQLSTATE, positions and the server's source location.
+bool is_text_field(uint8_t code) {
+  switch (code) {
+    case 'S': case 'V': case 'C': case 'P': case 'p': case 'F': case 'L': case 'R':
+      return false;
+    default:
+      return true;
+  }
+}
+
+std::string cstr_of(body_reader& in) {
+  std::string_view s;
+  if (!in.cstr(&s)) return {};
+  return std::string(s);
+}
+
+}  // namespace
+
+bool parse_row_description(bytes body, std::vector<row_column>& out) {
+  out.clear();
+  body_reader in(body);
+  uint16_t n = 0;
+  if (!in.u16(&n)) return false;
+  out.reserve(n);
+  for (uint16_t i = 0; i < n; ++i) {
+    row_column c;
+    std::string_view name;
+    uint32_t table = 0, type = 0, typmod = 0;
+    uint16_t attnum = 0, typlen = 0, format = 0;
+    if (!in.cstr(&name) || !in.u32(&table) || !in.u16(&attnum) || !in.u32(&type) || !in.u16(&typlen) ||
+        !in.u32(&typmod) || !in.u16(&format))
+      return false;
+    c.name = name;
+    c.table_oid = table;
+    c.attnum = static_cast<int16_t>(attnum);
+    c.type_oid = type;
+    c.format = static_cast<int16_t>(format);
+    out.push_back(std::move(c));
+  }
+  return in.done();
+}
+
+template <typename Map, typename Value>
+void result_filter::remember(Map& map, const std::string& key, Value&& value) {
+  // A client that prepares without end would grow this without end; the
+  // oldest-looking entry goes. Forgetting is safe: rows of a forgotten
+  // statement are masked as text, or refused when binary.
+  if (map.size() >= described_entries_max && map.find(key) == map.end()) map.erase(map.begin());
+  map[key] = std::forward<Value>(value);
+}
+
+void result_filter::on_frontend(char type, bytes body, uint64_t seq) {
+  body_reader in(body);
+  auto push = [&](kind k, std::string name = {}, uint64_t s = 0) {
+    // The session bounds pipelining long before this; past it the books
+    // would be wrong, so on_backend fails closed.
+    outstanding_.push_back(outstanding{k, std::move(name), s});
+  };
+  switch (type) {
+    case 'Q':
+      statements_.erase(std::string());
+      portals_.erase(std::string());
+      push(kind::query, {}, seq);
+      return;
+    case 'P': {
+      std::string name = cstr_of(in);
+      statement st;
+      st.seq = seq;
+      remember(statements_, name, std::move(st));
+      push(kind::parse, std::move(name), seq);
+      return;
+    }
+    case 'B': {
+      portal p;
+      std::string name = cstr_of(in);
+      p.statement = cstr_of(in);
+      if (const auto st = statements_.find(p.statement); st != statements_.end()) p.seq = st->second.seq;
+      uint16_t formats = 0, params = 0, results = 0;
+      in.u16(&formats);
+      in.skip(size_t{formats} * 2);
+      in.u16(&params);
+      for (uint16_t i = 0; i < params; ++i) {
+        uint32_t len = 0;
+        in.u32(&len);
+        if (len != null_length) in.skip(len);
+      }
+      in.u16(&results);
+      for (uint16_t i = 0; i < results; ++i) {
+        uint16_t f = 0;
+        in.u16(&f);
+        p.formats.push_back(static_cast<int16_t>(f));
+      }
+      const uint64_t portal_seq = p.seq;
+      remember(portals_, name, std::move(p));
+      push(kind::bind, std::move(name), portal_seq);
+      return;
+    }
+    case 'D': {
+      uint8_t what = 0;
+      in.u8(&what);
+      push(what == 'S' ? kind::describe_statement : kind::describe_portal, cstr_of(in));
+      return;
+    }
+    case 'E': {
+      std::string name = cstr_of(in);
+      const auto p = portals_.find(name);
+      push(kind::execute, std::move(name), p == portals_.end() ? 0 : p->second.seq);
+      return;
+    }
+    case 'C': {
+      uint8_t what = 0;
+      in.u8(&what);
+      const std::string name = cstr_of(in);
+      if (what == 'S') statements_.erase(name);
+      else portals_.erase(name);
+      push(kind::close);
+      return;
+    }
+    case 'S':
+      push(kind::sync);
+      return;
+    case 'F':
+      push(kind::function, {}, seq);
+      return;
+    default:
+      return;  // Flush, CopyData/Done/Fail, Terminate: no response of their own
+  }
+}
+
+result_filter::action result_filter::refuse(std::string why) {
+  failure_ = std::move(why);
+  return action::fail;
+}
+
+void result_filter::start_result(const std::vector<row_column>& columns) {
+  masker_ = next_masker_;
+  in_result_ = true;
+  text_only_ = false;
+  columns_ = columns;
+  plans_.clear();
+  if (masker_ == nullptr || !masker_->active()) return;
+  plans_.reserve(columns_.size());
+  for (const row_column& c : columns_) {
+    result_column rc;
+    rc.name = c.name;
+    rc.type_oid = c.type_oid;
+    rc.binary = c.format == 1;
+    plans_.push_back(masker_->plan(rc));
+  }
+}
+
+// The first DataRow of an Execute: its portal's description, in the
+// formats its Bind asked for.
+bool result_filter::start_execute_result(const std::string& portal_name) {
+  const auto p = portals_.find(portal_name);
+  if (p != portals_.end() && p->second.has_description) {
+    start_result(p->second.described);
+    return true;
+  }
+  const std::vector<row_column>* described = nullptr;
+  if (p != portals_.end()) {
+    const auto s = statements_.find(p->second.statement);
+    if (s != statements_.end() && s->second.described) described = &s->second.columns;
+  }
+  if (described != nullptr) {
+    std::vector<row_column> columns = *described;
+    const std::vector<int16_t>& f = p->second.formats;
+    for (size_t i = 0; i < columns.size(); ++i)
+      columns[i].format = f.empty() ? 0 : (f.size() == 1 ? f[0] : (i < f.size() ? f[i] : 0));
+    start_result(columns);
+    return true;
+  }
+  // Nobody described these rows to us: text values can still be scanned as
+  // text; binary ones cannot be read safely.
+  if (p != portals_.end())
+    for (int16_t f : p->second.formats)
+      if (f != 0) return false;
+  start_result({});
+  text_only_ = true;
+  return true;
+}
+
+void result_filter::end_result() {
+  if (in_result_) last_columns_.swap(columns_);
+  else last_columns_.clear();
+  columns_.clear();
+  in_result_ = false;
+  text_only_ = false;
+  masker_.reset();
+}
+
+void result_filter::pop_until_sync() {
+  while (!outstanding_.empty() && outstanding_.front().what != kind::sync &&
+         outstanding_.front().what != kind::query && outstanding_.front().what != kind::function)
+    outstanding_.pop_front();
+}
+
+result_filter::action result_filter::on_backend(const frame_header& header, bytes frame, std::string& out) {
+  if (outstanding_.size() > outstanding_messages_max)
+    return refuse("too many client messages waiting for their responses");
+  const bytes body = frame.subspan(header_bytes);
+  const kind front = outstanding_.empty() ? kind::sync : outstanding_.front().what;
+  const uint64_t front_seq = outstanding_.empty() ? 0 : outstanding_.front().seq;
+  ended_seq_ = 0;
+  auto pop_if = [&](std::initializer_list<kind> kinds) {
+    if (outstanding_.empty()) return;
+    for (kind k : kinds)
+      if (outstanding_.front().what == k) {
+        outstanding_.pop_front();
+        return;
+      }
+  };
+  switch (header.type) {
+    case '1':
+      pop_if({kind::parse});
+      return action::pass;
+    case '2':
+      pop_if({kind::bind});
+      return action::pass;
+    case '3':
+      pop_if({kind::close});
+      return action::pass;
+    case 'T': {
+      std::vector<row_column> columns;
+      if (!parse_row_description(body, columns)) return refuse("malformed RowDescription from the server");
+      if (front == kind::describe_statement) {
+        for (row_column& c : columns) c.format = 0;  // Bind decides the formats later
+        statement& st = statements_[outstanding_.front().name];
+        st.columns = std::move(columns);
+        st.described = true;
+        outstanding_.pop_front();
+      } else if (front == kind::describe_portal) {
+        portal& p = portals_[outstanding_.front().name];
+        p.described = std::move(columns);
+        p.has_description = true;
+        outstanding_.pop_front();
+      } else {
+        start_result(columns);  // a simple Query's result
+      }
+      return action::pass;
+    }
+    case 'n':
+      pop_if({kind::describe_statement, kind::describe_portal});
+      return action::pass;
+    case 'D':
+      if (!in_result_ && front == kind::execute && !start_execute_result(outstanding_.front().name))
+        return refuse("cannot mask binary-format rows whose columns were never described to the gateway");
+      if (!in_result_) {
+        start_result({});
+        text_only_ = true;
+      }
+      if (masker_ == nullptr || !masker_->active()) return action::pass;
+      return mask_row(frame, out);
+    case 'C':
+    case 'I':
+    case 's':
+      end_result();
+      ended_seq_ = front_seq;
+      if (front == kind::execute) outstanding_.pop_front();
+      return action::pass;
+    case 'E': {
+      end_result();
+      ended_seq_ = front_seq;
+      copy_out_ = false;
+      if (front != kind::query && front != kind::function) pop_until_sync();
+      if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
+      masker_ = next_masker_;
+      const action a = mask_fields(header, frame, out);
+      masker_.reset();
+      return a;
+    }
+    case 'N': {
+      if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
+      std::shared_ptr<data_masker> keep = masker_;
+      masker_ = next_masker_;
+      const action a = mask_fields(header, frame, out);
+      masker_ = std::move(keep);
+      return a;
+    }
+    case 'A':
+      if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
+      return mask_notification(frame, out);
+    case 'Z':
+      end_result();
+      copy_out_ = false;
+      while (!outstanding_.empty()) {
+        const kind k = outstanding_.front().what;
+        outstanding_.pop_front();
+        if (k == kind::sync || k == kind::query || k == kind::function) break;
+      }
+      return action::pass;
+    case 'H':
+    case 'W': {
+      masker_ = next_masker_;
+      copy_out_ = true;
+      columns_.clear();
+      if (masker_ == nullptr || !masker_->active()) return action::pass;
+      if (header.type == 'W') return refuse("a COPY BOTH (replication) stream cannot be masked");
+      uint8_t format = 0;
+      body_reader in(body);
+      if (!in.u8(&format) || format != 0)
+        return refuse("binary COPY output cannot be masked; use COPY ... TO STDOUT in text or CSV format");
+      return action::pass;
+    }
+    case 'd':
+      if (masker_ == nullptr || !masker_->active()) {
+        if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
+        masker_ = next_masker_;
+      }
+      return mask_copy_row(frame, out);
+    case 'c':
+      copy_out_ = false;
+      return action::pass;
+    default:
+      return action::pass;
+  }
+}
+
+result_filter::action result_filter::mask_row(bytes frame, std::string& out) {
+  const uint8_t* p = frame.data() + header_bytes;
+  const uint8_t* const end = frame.data() + frame.size();
+  if (end - p < 2) return refuse("malformed DataRow from the server");
+  const uint16_t n = read_u16(p);
+  p += 2;
+  if (!text_only_ && n != plans_.size())
+    return refuse("DataRow has " + std::to_string(n) + " fields but its RowDescription " +
+                  std::to_string(plans_.size()));
+  column_plan unknown;
+  if (text_only_) {
+    result_column rc;
+    unknown = masker_->plan(rc);
+  }
+  bool rewriting = false;
+  const uint8_t* copied_to = frame.data();  // bytes before this are in `out` when rewriting
+  for (uint16_t i = 0; i < n; ++i) {
+    if (end - p < 4) return refuse("malformed DataRow from the server");
+    const uint32_t len = read_u32(p);
+    const uint8_t* field = p;
+    p += 4;
+    if (len == null_length) continue;
+    if (static_cast<size_t>(end - p) < len) return refuse("malformed DataRow from the server");
+    const bytes value(p, len);
+    p += len;
+    const column_plan& plan = text_only_ ? unknown : plans_[i];
+    if (plan.how == column_plan::mode::pass) continue;
+    value_out_.clear();
+    const mask_outcome outcome = masker_->mask_value(plan, value, value_out_);
+    if (outcome == mask_outcome::unchanged) continue;
+    ++values_rewritten_;
+    if (!rewriting) {
+      rewriting = true;
+      out.clear();
+      out.reserve(frame.size() + 64);
+    }
+    append_raw(out, copied_to, static_cast<size_t>(field - copied_to));
+    if (outcome == mask_outcome::null) {
+      append_u32(out, null_length);
+    } else {
+      append_u32(out, static_cast<uint32_t>(value_out_.size()));
+      out += value_out_;
+    }
+    copied_to = p;
+  }
+  if (p != end) return refuse("malformed DataRow from the server");
+  if (!rewriting) return action::pass;
+  append_raw(out, copied_to, static_cast<size_t>(end - copied_to));
+  put_u32_at(out, 1, static_cast<uint32_t>(out.size() - 1));
+  return action::rewritten;
+}
+
+// ErrorResponse / NoticeResponse: a unique violation's detail carries the
+// duplicate value, a check violation's the whole failing row.
+result_filter::action result_filter::mask_fields(const frame_header& header, bytes frame, std::string& out) {
+  body_reader in(frame.subspan(header_bytes));
+  std::string body;
+  bool changed = false;
+  for (;;) {
+    uint8_t code = 0;
+    if (!in.u8(&code)) return refuse("malformed error or notice from the server");
+    if (code == 0) break;
+    std::string_view value;
+    if (!in.cstr(&value)) return refuse("malformed error or notice from the server");
+    body.push_back(static_cast<char>(code));
+    value_out_.clear();
+    if (is_text_field(code) &&
+        masker_->mask_text({reinterpret_cast<const uint8_t*>(value.data()), value.size()}, value_out_) ==
+            mask_outcome::rewritten &&
+        value_out_.find('\0') == std::string::npos) {
+      changed = true;
+      body += value_out_;
+    } else {
+      body += value;
+    }
+    body.push_back('\0');
+  }
+  if (!in.done()) return refuse("malformed error or notice from the server");
+  if (!changed) return action::pass;
+  body.push_back('\0');
+  out.clear();
+  append_frame(out, header.type, body);
+  return action::rewritten;
+}
+
+result_filter::action result_filter::mask_notification(bytes frame, std::string& out) {
+  body_reader in(frame.subspan(header_bytes));
+  uint32_t pid = 0;
+  std::string_view channel, payload;
+  if (!in.u32(&pid) || !in.cstr(&channel) || !in.cstr(&payload) || !in.done())
+    return refuse("malformed NotificationResponse from the server");
+  value_out_.clear();
+  if (next_masker_->mask_text({reinterpret_cast<const uint8_t*>(payload.data()), payload.size()}, value_out_) !=
+          mask_outcome::rewritten ||
+      value_out_.find('\0') != std::string::npos)
+    return action::pass;
+  std::string body;
+  append_u32(body, pid);
+  append_cstr(body, channel);
+  append_cstr(body, value_out_);
+  out.clear();
+  append_frame(out, 'A', body);
+  return action::rewritten;
+}
+
+// One COPY TO STDOUT row (the server sends one per CopyData in text and CSV).
+result_filter::action result_filter::mask_copy_row(bytes frame, std::string& out) {
+  const bytes row = frame.subspan(header_bytes);
+  value_out_.clear();
+  if (masker_->mask_text(row, value_out_) != mask_outcome::rewritten) return action::pass;
+  ++values_rewritten_;
+  out.clear();
+  append_frame(out, 'd', value_out_);
+  return action::rewritten;
+}
+
+}  // namespace agentgate::pg

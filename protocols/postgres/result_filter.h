@@ -1,0 +1,129 @@
+#pragma once
+// Masks what a PostgreSQL server sends back before the client sees it:
+// DataRow values (by column, as RowDescription describes them), COPY TO
+// STDOUT rows (text and CSV), ErrorResponse / NoticeResponse fields and
+// NotificationResponse payloads. Owned by one session; single-threaded.
+//
+// DataRows of the extended protocol carry no description of their own, so
+// the filter follows the client's messages (Parse, Bind, Describe, Execute,
+// Close, Sync, Query) in the order they were forwarded and pairs each server
+// response with the message it answers: a portal's rows are masked with the
+// RowDescription its statement or portal was described with, in the result
+// formats its Bind asked for. Rows whose columns it cannot know are masked
+// as text when they are text; binary rows of unknown columns are refused
+// (fail closed).
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/masking.h"
+#include "protocols/postgres/codec.h"
+
+namespace agentgate::pg {
+
+// One column of a RowDescription.
+struct row_column {
+  std::string name;
+  uint32_t table_oid = 0;
+  int16_t attnum = 0;
+  uint32_t type_oid = 0;
+  int16_t format = 0;  // 0 text, 1 binary
+};
+
+// Parses a RowDescription body; false if malformed.
+bool parse_row_description(bytes body, std::vector<row_column>& out);
+
+// Prepared statements and portals whose descriptions a session remembers.
+inline constexpr size_t described_entries_max = 4096;
+// Client messages whose responses are outstanding.
+inline constexpr size_t outstanding_messages_max = 1u << 18;
+
+class result_filter {
+ public:
+  enum class action : uint8_t {
+    pass,       // send the frame as it is
+    rewritten,  // send `out` instead (a whole frame)
+    fail,       // cannot be masked: end the session with failure()
+  };
+
+  // The masker for results that start from now on (a policy swap takes
+  // effect at the next result); null or inactive: nothing is masked.
+  void set_masker(std::shared_ptr<data_masker> masker) { next_masker_ = std::move(masker); }
+  bool active() const { return next_masker_ != nullptr && next_masker_->active(); }
+
+  // A client message, as forwarded upstream (after the guardrails). Messages
+  // the gateway dropped are never seen here. `seq` numbers the command a
+  // Query, Parse or FunctionCall starts (for recordings); Bind and Execute
+  // inherit their statement's.
+  void on_frontend(char type, bytes body, uint64_t seq = 0);
+
+  // A whole server frame (header included).
+  action on_backend(const frame_header& header, bytes frame, std::string& out);
+
+  // The columns of the result in progress (names), for recordings.
+  const std::vector<row_column>& columns() const { return columns_; }
+  // Set by on_backend when the frame just seen ended a command's result
+  // (CommandComplete, EmptyQueryResponse, PortalSuspended, ErrorResponse):
+  // the command's seq; 0 otherwise.
+  uint64_t ended_seq() const { return ended_seq_; }
+  // The columns of the result that ended last.
+  const std::vector<row_column>& last_columns() const { return last_columns_; }
+  const std::string& failure() const { return failure_; }
+
+  // Values rewritten so far, for metrics.
+  uint64_t values_rewritten() const { return values_rewritten_; }
+
+ private:
+  enum class kind : uint8_t { parse, bind, describe_statement, describe_portal, execute, close, sync, query, function };
+  struct outstanding {
+    kind what;
+    std::string name;  // statement or portal
+    uint64_t seq = 0;
+  };
+  struct statement {
+    std::vector<row_column> columns;
+    bool described = false;
+    uint64_t seq = 0;
+  };
+  struct portal {
+    std::string statement;
+    uint64_t seq = 0;
+    std::vector<int16_t> formats;  // Bind's result format codes (0, 1 or n of them)
+    std::vector<row_column> described;  // from a Describe of the portal
+    bool has_description = false;
+  };
+
+  void start_result(const std::vector<row_column>& columns);
+  bool start_execute_result(const std::string& portal_name);
+  void end_result();
+  void pop_until_sync();
+  action mask_row(bytes frame, std::string& out);
+  action mask_fields(const frame_header& header, bytes frame, std::string& out);
+  action mask_notification(bytes frame, std::string& out);
+  action mask_copy_row(bytes frame, std::string& out);
+  action refuse(std::string why);
+  template <typename Map, typename Value>
+  void remember(Map& map, const std::string& key, Value&& value);
+
+  std::shared_ptr<data_masker> next_masker_;
+  std::shared_ptr<data_masker> masker_;  // the result in progress's
+  bool in_result_ = false;
+  bool text_only_ = false;   // columns unknown: text values masked as text
+  bool copy_out_ = false;    // between CopyOutResponse and CopyDone
+  std::vector<row_column> columns_;
+  std::vector<row_column> last_columns_;
+  std::vector<column_plan> plans_;
+  std::deque<outstanding> outstanding_;
+  std::unordered_map<std::string, statement> statements_;
+  std::unordered_map<std::string, portal> portals_;
+  std::string value_out_;  // scratch for one rewritten value
+  std::string failure_;
+  uint64_t values_rewritten_ = 0;
+  uint64_t ended_seq_ = 0;
+};
+
+}  // namespace agentgate::pg
