@@ -72,6 +72,10 @@ class data_masker {
 
   // Bytes of values handed to mask_value/mask_text, for metrics.
   virtual uint64_t bytes_scanned() const = 0;
+
+  // The tables column rules name ("public.users" or "users", lower case),
+  // so the protocol can resolve result columns to them through the catalog.
+  virtual std::span<const std::string> rule_tables() const { return {}; }
 };
 
 }  // namespace agentgate
