@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "appliance/approvals_cli.h"
+#include "appliance/recordings_cli.h"
 #include "appliance/server.h"
 #include "core/identity/token_signer.h"
 
@@ -64,6 +65,18 @@ int main(int argc, char** argv) {
   approvals->add_option("--token-file", approvals_options.token_file, "read the token from a file");
   approvals->add_option("--timeout-ms", approvals_options.timeout_ms, "HTTP timeout");
 
+  // agentgate recordings verify --dir DIR; agentgate replay --dir DIR [--session ID] [--format F]
+  agentgate::recordings_cli_options recordings_options;
+  CLI::App* recordings = app.add_subcommand("recordings", "check recording segment files");
+  recordings->require_subcommand(1);
+  CLI::App* verify = recordings->add_subcommand("verify", "check every segment's records and checksums (read-only)");
+  verify->add_option("--dir", recordings_options.dir, "recording.dir")->required();
+  CLI::App* replay = app.add_subcommand("replay", "list recorded sessions, or print one");
+  replay->add_option("--dir", recordings_options.dir, "recording.dir")->required();
+  replay->add_option("--session", recordings_options.session, "session id (32 hex digits); without it, list sessions");
+  replay->add_option("--format", recordings_options.format, "text | jsonl | asciicast")
+      ->check(CLI::IsMember({"text", "jsonl", "asciicast"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -73,6 +86,8 @@ int main(int argc, char** argv) {
   }
   if (*serve) return agentgate::run_server(config_path);
   if (*approvals) return agentgate::run_approvals_cli(approvals_options);
+  if (*verify) return agentgate::run_recordings_verify(recordings_options);
+  if (*replay) return agentgate::run_replay(recordings_options);
   if (*token) {
     namespace id = agentgate::identity;
     if (print_jwks) {

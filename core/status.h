@@ -17,6 +17,7 @@ enum class errc {
   unsupported,       // something the gateway does not (yet) do
   limit,             // a configured bound was exceeded
   timeout,
+  not_found,         // no such object (a session, a file)
 };
 
 class [[nodiscard]] status {
