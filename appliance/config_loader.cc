@@ -56,7 +56,7 @@ constexpr size_t pem_file_bytes_max = 1u << 20;
 // Keys DESIGN.md names for work that has not landed. Refused rather than
 // ignored: a gateway that starts without the policy or recording its
 // operator configured is worse than one that does not start.
-constexpr std::string_view top_level_keys_later[] = {"recording"};
+constexpr std::string_view top_level_keys_later[] = {"web_console"};
 
 bool is_later_key(std::string_view key, const auto& later) {
   return std::find(std::begin(later), std::end(later), key) != std::end(later);
@@ -829,6 +829,47 @@ status parse_approvals(element value, const std::string& path, approvals_config&
   });
 }
 
+status parse_recording(element value, const std::string& path, const std::string& base_dir,
+                       recording_config& out) {
+  bool have_dir = false;
+  status s = for_each_member(value, path, [&](std::string_view key, element v, const std::string& p) -> status {
+    if (key == "dir") {
+      std::string_view text;
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text.empty() || !is_bounded_text(text, 4096)) return fail(p, "expected a directory path");
+      out.dir = resolve_path(std::string(text), base_dir);
+      have_dir = true;
+      return status::ok();
+    }
+    if (key == "segment_bytes") return get_integer(v, p, 1ull << 20, 1ull << 34, out.segment_bytes);
+    if (key == "fsync_interval_ms") return get_integer(v, p, 1, 60'000, out.fsync_interval_ms);
+    if (key == "fsync_bytes") return get_integer(v, p, 4096, 1ull << 34, out.fsync_bytes);
+    if (key == "fsync") {
+      std::string_view text;
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text != "interval" && text != "always")
+        return fail(p, "expected \"interval\" or \"always\", got " + quote_for_message(text));
+      out.fsync_always = text == "always";
+      return status::ok();
+    }
+    if (key == "result_bytes_max") return get_integer(v, p, 0, 1ull << 30, out.result_bytes_max);
+    if (key == "on_failure") {
+      std::string_view text;
+      if (status e = get_string(v, p, text); !e) return e;
+      if (text != "fail_closed" && text != "fail_open")
+        return fail(p, "expected \"fail_closed\" or \"fail_open\", got " + quote_for_message(text));
+      out.on_failure = text == "fail_open" ? recording_failure_action::fail_open : recording_failure_action::fail_closed;
+      return status::ok();
+    }
+    if (key == "retention_hours") return get_integer(v, p, 0, 24 * 365 * 10, out.retention_hours);
+    if (key == "retention_bytes") return get_integer(v, p, 0, 1ull << 50, out.retention_bytes);
+    return fail(p, "unknown key");
+  });
+  if (!s) return s;
+  if (!have_dir) return fail(path + ".dir", "required");
+  return status::ok();
+}
+
 }  // namespace
 
 result<gateway_config> parse_config(std::string_view json, const std::string& base_dir) {
@@ -868,6 +909,7 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
     if (key == "identity") return parse_identity(v, p, base_dir, config.identity);
     if (key == "admin") return parse_admin(v, p, base_dir, config.admin);
     if (key == "approvals") return parse_approvals(v, p, config.approvals);
+    if (key == "recording") return parse_recording(v, p, base_dir, config.recording);
     if (key == "policy_file") {
       std::string_view text;
       if (status e = get_string(v, p, text); !e) return e;

@@ -5,6 +5,8 @@
 #include <mutex>
 
 #include "core/log.h"
+#include "core/text.h"
+#include "io/recording/replay.h"
 
 namespace agentgate {
 namespace {
@@ -39,8 +41,8 @@ void sample(std::string& out, const char* name, const std::string& labels, uint6
 
 }  // namespace
 
-control_plane::control_plane(std::vector<shard_parts> shards, policy_store& store)
-    : shards_(std::move(shards)), store_(store) {}
+control_plane::control_plane(std::vector<shard_parts> shards, policy_store& store, std::string recording_dir)
+    : shards_(std::move(shards)), store_(store), recording_dir_(std::move(recording_dir)) {}
 
 bool control_plane::run_on_all_shards(const std::function<void(unsigned)>& fn) {
   struct state {
@@ -84,13 +86,29 @@ std::string control_plane::metrics_text() {
     io::shard_probe io;
     std::vector<std::pair<std::string, pg::session_probe>> targets;
     uint64_t policy_version = 0;
+    std::vector<std::pair<std::string, uint64_t>> mask_hits;
+    uint64_t mask_bytes = 0;
+    recording::recording_probe rec;
+    bool rec_available = false;
   };
   std::vector<shard_numbers> numbers(shards_.size());
   run_on_all_shards([&](unsigned i) {
     numbers[i].io = shards_[i].shard->probe();
     for (const pg::pg_session_factory* f : shards_[i].factories)
       numbers[i].targets.emplace_back(f->target_name(), f->probe());
-    if (shards_[i].guard != nullptr) numbers[i].policy_version = shards_[i].guard->version();
+    if (shards_[i].recorder != nullptr) {
+      numbers[i].rec = shards_[i].recorder->probe();
+      numbers[i].rec_available = shards_[i].recorder->available();
+    }
+    if (shards_[i].guard != nullptr) {
+      numbers[i].policy_version = shards_[i].guard->version();
+      if (const std::shared_ptr<data_masker>& m = shards_[i].guard->masker(); m != nullptr) {
+        const auto names = m->hit_names();
+        const auto hits = m->hits();
+        for (size_t k = 0; k < names.size() && k < hits.size(); ++k) numbers[i].mask_hits.emplace_back(names[k], hits[k]);
+        numbers[i].mask_bytes = m->bytes_scanned();
+      }
+    }
   });
   std::string out;
   counter(out, "agentgate_sessions_open", "Sessions open, per shard.", "gauge");
@@ -128,6 +146,52 @@ std::string control_plane::metrics_text() {
       sample(out, "agentgate_protocol_errors_total", labels + ",peer=\"client\"", p.client_protocol_errors);
       sample(out, "agentgate_protocol_errors_total", labels + ",peer=\"upstream\"", p.upstream_protocol_errors);
     }
+  counter(out, "agentgate_masked_values_total", "Values and text fields rewritten by masking.", "counter");
+  for (unsigned i = 0; i < numbers.size(); ++i)
+    for (const auto& [target, p] : numbers[i].targets)
+      sample(out, "agentgate_masked_values_total",
+             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.values_masked);
+  counter(out, "agentgate_masking_refusals_total", "Sessions ended because a result could not be masked.", "counter");
+  for (unsigned i = 0; i < numbers.size(); ++i)
+    for (const auto& [target, p] : numbers[i].targets)
+      sample(out, "agentgate_masking_refusals_total",
+             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.masking_refusals);
+  counter(out, "agentgate_mask_matches_total", "Masking matches, by detector, column rule or pattern.", "counter");
+  for (unsigned i = 0; i < numbers.size(); ++i)
+    for (const auto& [name, n] : numbers[i].mask_hits)
+      sample(out, "agentgate_mask_matches_total",
+             "shard=\"" + std::to_string(i) + "\",detector=\"" + name + "\"", n);
+  counter(out, "agentgate_mask_scanned_bytes_total", "Bytes handed to the masking engine.", "counter");
+  for (unsigned i = 0; i < numbers.size(); ++i)
+    sample(out, "agentgate_mask_scanned_bytes_total", "shard=\"" + std::to_string(i) + "\"", numbers[i].mask_bytes);
+  counter(out, "agentgate_commands_unrecorded_total", "Commands refused because recording was unavailable.", "counter");
+  for (unsigned i = 0; i < numbers.size(); ++i)
+    for (const auto& [target, p] : numbers[i].targets)
+      sample(out, "agentgate_commands_unrecorded_total",
+             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.commands_unrecordable);
+  if (!recording_dir_.empty()) {
+    counter(out, "agentgate_recording_offset_bytes", "Recording watermarks per shard: appended, written, synced.", "gauge");
+    for (unsigned i = 0; i < numbers.size(); ++i) {
+      const std::string shard = "shard=\"" + std::to_string(i) + "\"";
+      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"appended\"", numbers[i].rec.appended);
+      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"written\"", numbers[i].rec.written);
+      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"synced\"", numbers[i].rec.synced);
+    }
+    counter(out, "agentgate_recording_events_total", "Events recorded.", "counter");
+    for (unsigned i = 0; i < numbers.size(); ++i)
+      sample(out, "agentgate_recording_events_total", "shard=\"" + std::to_string(i) + "\"", numbers[i].rec.events);
+    counter(out, "agentgate_recording_events_unrecorded_total", "Events lost to recording failures (fail_open) or refused.", "counter");
+    for (unsigned i = 0; i < numbers.size(); ++i)
+      sample(out, "agentgate_recording_events_unrecorded_total", "shard=\"" + std::to_string(i) + "\"",
+             numbers[i].rec.events_unrecorded);
+    counter(out, "agentgate_recording_errors_total", "Recording write and sync errors.", "counter");
+    for (unsigned i = 0; i < numbers.size(); ++i)
+      sample(out, "agentgate_recording_errors_total", "shard=\"" + std::to_string(i) + "\"",
+             numbers[i].rec.write_errors + numbers[i].rec.sync_errors);
+    counter(out, "agentgate_recording_available", "1 while the shard can record.", "gauge");
+    for (unsigned i = 0; i < numbers.size(); ++i)
+      sample(out, "agentgate_recording_available", "shard=\"" + std::to_string(i) + "\"", numbers[i].rec_available ? 1 : 0);
+  }
   counter(out, "agentgate_policy_version", "Policy version in force, per shard.", "gauge");
   for (unsigned i = 0; i < numbers.size(); ++i)
     sample(out, "agentgate_policy_version", "shard=\"" + std::to_string(i) + "\"", numbers[i].policy_version);
@@ -150,6 +214,42 @@ std::string control_plane::sessions_json() {
   return out;
 }
 
+result<std::string> control_plane::recorded_sessions_json() {
+  if (recording_dir_.empty()) return status(errc::not_found, "recording is off on this gateway (no recording.dir)");
+  result<std::vector<recording::session_summary>> sessions = recording::list_sessions(recording_dir_);
+  if (!sessions) return sessions.error();
+  return recording::sessions_json(*sessions);
+}
+
+result<std::string> control_plane::session_events_json(const std::string& id_text) {
+  if (recording_dir_.empty()) return status(errc::not_found, "recording is off on this gateway (no recording.dir)");
+  session_id id;
+  if (!session_id::parse(id_text, id)) return status(errc::invalid_argument, "a session id is 32 hex digits");
+  std::string out = "{\"session\":";
+  append_json_string(out, id.hex());
+  out += ",\"events\":[";
+  bool first = true;
+  size_t events = 0;
+  constexpr size_t response_bytes_max = 64u << 20;
+  status limit = status::ok();
+  const status st = recording::for_each_event(recording_dir_, id, [&](const recording::event& e) {
+    if (out.size() > response_bytes_max) {
+      limit = status(errc::limit, "the session's events exceed 64 MiB; use agentgate replay");
+      return false;
+    }
+    if (!first) out += ",";
+    first = false;
+    out += recording::event_json(e);
+    ++events;
+    return true;
+  });
+  if (!st) return st;
+  if (!limit) return limit;
+  if (events == 0) return status(errc::not_found, "no recorded session " + id.hex());
+  out += "]}";
+  return out;
+}
+
 void control_plane::register_routes(admin_server& server) {
   (void)server.route("GET", "/healthz", route_auth::none,
                      [](const http_request&) { return http_response::json(200, "{\"status\":\"ok\"}"); });
@@ -158,8 +258,22 @@ void control_plane::register_routes(admin_server& server) {
   (void)server.route("GET", "/metrics", [this](const http_request&) {
     return http_response::text(200, metrics_text(), "text/plain; version=0.0.4");
   });
-  (void)server.route("GET", "/v1/sessions", [this](const http_request&) {
-    return http_response::json(200, sessions_json());
+  (void)server.route("GET", "/v1/sessions", [this](const http_request& req) {
+    const std::string* recorded = req.query_param("recorded");
+    if (recorded == nullptr || *recorded == "false") return http_response::json(200, sessions_json());
+    if (*recorded != "true") return http_response::error(400, "recorded: expected true or false");
+    result<std::string> body = recorded_sessions_json();
+    if (!body) return http_response::error(body.error().code() == errc::not_found ? 404 : 500, body.error().message());
+    return http_response::json(200, *body);
+  });
+  (void)server.route("GET", "/v1/sessions/{id}/events", [this](const http_request& req) {
+    result<std::string> body = session_events_json(*req.param("id"));
+    if (!body) {
+      const errc code = body.error().code();
+      return http_response::error(code == errc::not_found ? 404 : code == errc::invalid_argument ? 400 : 500,
+                                  body.error().message());
+    }
+    return http_response::json(200, *body);
   });
   (void)server.route("GET", "/v1/policy", [this](const http_request&) {
     std::shared_ptr<const policy> current = store_.current();

@@ -10,6 +10,7 @@
 #include "appliance/admin_server.h"
 #include "appliance/guard.h"
 #include "core/policy.h"
+#include "io/recording/shard_recorder.h"
 #include "io/uring_shard.h"
 #include "protocols/postgres/session.h"
 
@@ -19,11 +20,13 @@ struct shard_parts {
   io::uring_shard* shard = nullptr;
   std::vector<pg::pg_session_factory*> factories;  // one per target
   policy_guard* guard = nullptr;                    // null without a policy
+  recording::shard_recorder* recorder = nullptr;    // null without recording
 };
 
 class control_plane {
  public:
-  control_plane(std::vector<shard_parts> shards, policy_store& store);
+  // recording_dir: recording.dir, empty when recording is off.
+  control_plane(std::vector<shard_parts> shards, policy_store& store, std::string recording_dir = {});
 
   // Runs fn(i) on shard i's thread for every shard and waits (bounded) for all.
   // False if some shard did not answer in time.
@@ -38,6 +41,10 @@ class control_plane {
   // Extra metrics from other control-plane parts (approvals), appended to /metrics.
   void add_metrics_source(std::function<void(std::string&)> source) { metrics_sources_.push_back(std::move(source)); }
   std::string sessions_json();
+  // The recorded sessions of every shard (GET /v1/sessions?recorded=true)
+  // and one session's events (GET /v1/sessions/{id}/events).
+  result<std::string> recorded_sessions_json();
+  result<std::string> session_events_json(const std::string& id);
 
   // GET /healthz, /metrics, /openapi.yaml, GET|PUT /v1/policy,
   // GET /v1/policy/versions, GET /v1/sessions.
@@ -46,6 +53,7 @@ class control_plane {
  private:
   std::vector<shard_parts> shards_;
   policy_store& store_;
+  std::string recording_dir_;
   std::mutex publish_mutex_;  // one policy swap at a time
   std::vector<std::function<void(std::string&)>> metrics_sources_;  // set before the API starts
 };

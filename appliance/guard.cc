@@ -1,5 +1,7 @@
 #include "appliance/guard.h"
 
+#include "masking/data_masker.h"
+
 namespace agentgate {
 
 result<std::vector<guard_snapshot>> build_guard_snapshots(std::shared_ptr<const policy> rules,
@@ -18,18 +20,27 @@ result<std::vector<guard_snapshot>> build_guard_snapshots(std::shared_ptr<const 
   // admits plain reads, which the server itself rejects when malformed.
   result<std::shared_ptr<const masking::sql_classifier>> classifier = masking::sql_classifier::build(spec);
   if (!classifier) return classifier.error();
+  result<std::shared_ptr<const masking::mask_engine>> engine = masking::mask_engine::build(rules->masking());
+  if (!engine) return engine.error();
   std::vector<guard_snapshot> out;
   for (unsigned i = 0; i < shard_count; ++i) {
     result<std::unique_ptr<masking::sql_scanner>> scanner = masking::sql_scanner::create(*classifier);
     if (!scanner) return scanner.error();
-    out.push_back(guard_snapshot{rules, std::move(*scanner)});
+    result<std::unique_ptr<data_masker>> masker = masking::make_shard_masker(*engine);
+    if (!masker) return masker.error();
+    out.push_back(guard_snapshot{rules, std::move(*scanner), std::shared_ptr<data_masker>(std::move(*masker))});
   }
   return out;
 }
 
-policy_guard::policy_guard(guard_snapshot snapshot) : current_(std::move(snapshot)) {}
+policy_guard::policy_guard(guard_snapshot snapshot) : current_(std::move(snapshot)) {
+  masker_ = std::move(current_.masker);
+}
 
-void policy_guard::install(guard_snapshot snapshot) { current_ = std::move(snapshot); }
+void policy_guard::install(guard_snapshot snapshot) {
+  current_ = std::move(snapshot);
+  masker_ = std::move(current_.masker);
+}
 
 uint64_t policy_guard::version() const { return current_.rules->version(); }
 

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "core/inspector.h"
+#include "core/masking.h"
 #include "core/policy.h"
 #include "masking/sql_classifier.h"
 
@@ -17,6 +18,7 @@ namespace agentgate {
 struct guard_snapshot {
   std::shared_ptr<const policy> rules;
   std::unique_ptr<masking::sql_scanner> scanner;
+  std::shared_ptr<data_masker> masker;  // this shard's, over the version's mask_engine
 };
 
 // Builds the classifier for a policy (control plane) and one scanner per shard.
@@ -29,6 +31,9 @@ class policy_guard final : public command_inspector {
   // Shard thread only.
   void install(guard_snapshot snapshot);
   uint64_t version() const;
+  // The shard's masker slot: sessions read it at each result's start, so a
+  // result in progress keeps the masker it began with.
+  const std::shared_ptr<data_masker>& masker() const { return masker_; }
 
   const policy_decision& inspect_sql(std::string_view target, const session_identity& who,
                                      std::string_view sql) override;
@@ -41,6 +46,7 @@ class policy_guard final : public command_inspector {
 
  private:
   guard_snapshot current_;
+  std::shared_ptr<data_masker> masker_;
   masking::classification classification_;  // reused: no allocation per command
   policy_decision decision_;
 };

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -20,6 +23,7 @@
 #include "core/identity/jwks_refresher.h"
 #include "core/identity/jwt_authenticator.h"
 #include "core/log.h"
+#include "io/recording/shard_recorder.h"
 #include "io/tls_channel.h"
 #include "io/uring_shard.h"
 #include "masking/platform.h"
@@ -31,6 +35,24 @@ namespace {
 constexpr int exit_runtime = 1;
 constexpr int exit_config = 2;
 constexpr int listen_backlog = 4096;
+
+constexpr int recorder_poll_interval_ms = 20;
+
+int64_t monotonic_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+// Runs on the recorder's shard.
+class poll_recorder_task final : public shard_task {
+ public:
+  explicit poll_recorder_task(recording::shard_recorder& recorder) : recorder_(recorder) {}
+  void run(shard_services&) override { recorder_.poll(monotonic_ms()); }
+
+ private:
+  recording::shard_recorder& recorder_;
+};
 
 int config_error(const std::string& message) {
   fprintf(stderr, "agentgate: config error: %s\n", message.c_str());
@@ -227,7 +249,35 @@ int run_server(const std::string& config_path) {
     for (unsigned s = 0; s < shard_count; ++s) {
       guards[s] = std::make_unique<policy_guard>(std::move((*snapshots)[s]));
       contexts[s].inspector = guards[s].get();
+      contexts[s].masker = &guards[s]->masker();
     }
+  }
+
+  // Recording: one writer per shard, recovered here before any shard runs,
+  // then used only by its shard's thread.
+  std::vector<std::unique_ptr<recording::shard_recorder>> recorders(shard_count);
+  if (!config.recording.dir.empty()) {
+    for (unsigned s = 0; s < shard_count; ++s) {
+      recording::shard_recorder_options o;
+      o.dir = config.recording.dir;
+      o.shard = static_cast<int>(s);
+      o.segment_bytes = config.recording.segment_bytes;
+      o.fsync_interval_ms = config.recording.fsync_interval_ms;
+      o.fsync_bytes = config.recording.fsync_bytes;
+      o.fsync_always = config.recording.fsync_always;
+      o.result_bytes_max = config.recording.result_bytes_max;
+      o.failure = config.recording.on_failure == recording_failure_action::fail_open
+                      ? recording::on_failure::fail_open
+                      : recording::on_failure::fail_closed;
+      o.retention.hours = config.recording.retention_hours;
+      o.retention.bytes = config.recording.retention_bytes;
+      result<std::unique_ptr<recording::shard_recorder>> r = recording::shard_recorder::open(o, monotonic_ms());
+      if (!r) return config_error("recording.dir: " + r.error().message());
+      recorders[s] = std::move(*r);
+      contexts[s].recorder = recorders[s].get();
+    }
+    AG_INFO("recording sessions to %s (%u shards, fsync %s)", config.recording.dir.c_str(), shard_count,
+            config.recording.fsync_always ? "always" : "by interval");
   }
 
   // Just-in-time approvals: a control-plane service, reached from the shards
@@ -315,8 +365,24 @@ int run_server(const std::string& config_path) {
     parts[s].shard = shards[s].get();
     for (auto& f : factories[s]) parts[s].factories.push_back(f.get());
     parts[s].guard = guards[s].get();
+    parts[s].recorder = recorders[s].get();
   }
-  control_plane control(std::move(parts), policies);
+  control_plane control(std::move(parts), policies, config.recording.dir);
+  // The recorders' clock: written data is synced, segments rolled and
+  // retention applied from each shard's own thread, prompted every 20 ms.
+  std::mutex ticker_mutex;
+  std::condition_variable ticker_cv;
+  bool ticker_stop = false;
+  std::thread ticker;
+  if (!config.recording.dir.empty()) {
+    ticker = std::thread([&] {
+      std::unique_lock<std::mutex> lock(ticker_mutex);
+      while (!ticker_cv.wait_for(lock, std::chrono::milliseconds(recorder_poll_interval_ms), [&] { return ticker_stop; })) {
+        for (unsigned s = 0; s < shard_count; ++s)
+          shards[s]->post_from_control(std::make_unique<poll_recorder_task>(*recorders[s]));
+      }
+    });
+  }
   std::unique_ptr<admin_server> admin;
   if (!config.admin.listen.empty()) {
     admin_server_options options;
@@ -362,8 +428,20 @@ int run_server(const std::string& config_path) {
   if (admin != nullptr) admin->stop();
   approvals.stop();
   if (!stop.load()) AG_INFO("received %s, stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  if (ticker.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(ticker_mutex);
+      ticker_stop = true;
+    }
+    ticker_cv.notify_all();
+    ticker.join();
+  }
   stop.store(true);
   for (auto& t : threads) t.join();
+  // The shards are gone: their recorders' last words are written here.
+  for (auto& r : recorders)
+    if (r != nullptr)
+      if (const status st = r->flush(); !st) AG_ERROR("recording: final flush failed: %s", st.message().c_str());
   uint64_t accepted = 0;
   for (auto& s : shards) accepted += s->probe().accepted;
   AG_INFO("stopped; %llu connections accepted", static_cast<unsigned long long>(accepted));

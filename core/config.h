@@ -96,6 +96,21 @@ struct approvals_config {
   std::string webhook_url;  // optional: each new request is POSTed here
 };
 
+enum class recording_failure_action { fail_closed, fail_open };
+
+// Session recordings (docs/recording-format.md). Off when dir is empty.
+struct recording_config {
+  std::string dir;                              // one subdirectory per shard
+  uint64_t segment_bytes = 64ull << 20;         // a segment rolls past this
+  uint32_t fsync_interval_ms = 100;             // written data is synced at least this often
+  uint64_t fsync_bytes = 8ull << 20;            // ... and after this many bytes
+  bool fsync_always = false;                    // "fsync": "always": every command's records synced before it runs on
+  uint64_t result_bytes_max = 1ull << 20;       // masked rows kept per command; past it only counted
+  recording_failure_action on_failure = recording_failure_action::fail_closed;
+  uint32_t retention_hours = 0;                 // 0: keep by age forever
+  uint64_t retention_bytes = 0;                 // per shard; 0: no size bound
+};
+
 struct gateway_config {
   uint32_t shards = 0;                         // 0: one per online CPU
   std::string log_level = "info";
@@ -105,6 +120,7 @@ struct gateway_config {
   std::string policy_file;  // the policy at start; replaceable through PUT /v1/policy
   admin_config admin;
   approvals_config approvals;
+  recording_config recording;
   limits_config limits;
   io_config io;
 };

@@ -1,5 +1,6 @@
 #include "protocols/postgres/result_filter.h"
 
+#include <cstdlib>
 #include <cstring>
 
 namespace agentgate::pg {
@@ -36,6 +37,71 @@ std::string cstr_of(body_reader& in) {
 }
 
 }  // namespace
+
+std::string catalog_key(std::span<const std::string> tables) {
+  std::string key;
+  for (const std::string& t : tables) {
+    key += t;
+    key += '\n';
+  }
+  return key;
+}
+
+namespace {
+
+std::string sql_literal(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+}  // namespace
+
+std::string catalog_query(std::span<const std::string> tables) {
+  if (tables.empty()) return {};
+  std::string where;
+  for (const std::string& t : tables) {
+    if (!where.empty()) where += " OR ";
+    const size_t dot = t.rfind('.');
+    if (dot == std::string::npos) {
+      where += "c.relname = " + sql_literal(t);
+    } else {
+      where += "(n.nspname = " + sql_literal(t.substr(0, dot)) + " AND c.relname = " + sql_literal(t.substr(dot + 1)) + ")";
+    }
+  }
+  return "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname FROM pg_catalog.pg_class c "
+         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+         "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+         "WHERE a.attnum > 0 AND NOT a.attisdropped AND (" + where + ") LIMIT " +
+         std::to_string(table_catalog::entries_max);
+}
+
+bool table_catalog::add_row(bytes body) {
+  body_reader in(body);
+  uint16_t n = 0;
+  if (!in.u16(&n) || n != 5) return false;
+  std::string_view v[5];
+  for (auto& field : v) {
+    uint32_t len = 0;
+    if (!in.u32(&len) || len == 0xffffffffu) return false;
+    const bytes b = in.rest();
+    if (!in.skip(len)) return false;
+    field = std::string_view(reinterpret_cast<const char*>(b.data()), len);
+  }
+  const unsigned long oid = std::strtoul(std::string(v[0]).c_str(), nullptr, 10);
+  const long attnum = std::strtol(std::string(v[3]).c_str(), nullptr, 10);
+  if (oid == 0 || oid > 0xffffffffUL || attnum <= 0 || attnum > 32767) return false;
+  if (columns.size() >= entries_max) return true;
+  entry e;
+  e.table = std::string(v[1]) + "." + std::string(v[2]);
+  e.column = v[4];
+  columns[(uint64_t{oid} << 16) | static_cast<uint16_t>(attnum)] = std::move(e);
+  return true;
+}
 
 bool parse_row_description(bytes body, std::vector<row_column>& out) {
   out.clear();
@@ -166,6 +232,11 @@ void result_filter::start_result(const std::vector<row_column>& columns) {
     rc.name = c.name;
     rc.type_oid = c.type_oid;
     rc.binary = c.format == 1;
+    if (catalog_ != nullptr)
+      if (const table_catalog::entry* e = catalog_->find(c.table_oid, c.attnum)) {
+        rc.table = e->table;
+        rc.column = e->column;
+      }
     plans_.push_back(masker_->plan(rc));
   }
 }
@@ -252,6 +323,14 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
         outstanding_.pop_front();
       } else if (front == kind::describe_portal) {
         portal& p = portals_[outstanding_.front().name];
+        // The portal's statement has the same columns (only the formats are
+        // the Bind's): JDBC describes portals only, then binds the statement
+        // again later with binary formats and no Describe.
+        if (const auto st = statements_.find(p.statement); st != statements_.end()) {
+          st->second.columns = columns;
+          for (row_column& c : st->second.columns) c.format = 0;
+          st->second.described = true;
+        }
         p.described = std::move(columns);
         p.has_description = true;
         outstanding_.pop_front();

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -33,6 +34,38 @@ struct row_column {
   uint32_t type_oid = 0;
   int16_t format = 0;  // 0 text, 1 binary
 };
+
+// Table and column names for result columns, read from the upstream's
+// catalog for the tables that column rules name (RowDescription carries only
+// a table OID and an attribute number). One per target per shard, shared by
+// its sessions; re-read when older than fresh_s or when the rules change.
+struct table_catalog {
+  struct entry {
+    std::string table;   // "schema.table"
+    std::string column;  // attname
+  };
+  static constexpr size_t entries_max = 200000;
+  static constexpr int64_t fresh_s = 60;
+
+  std::unordered_map<uint64_t, entry> columns;  // key: table OID << 16 | attnum
+  std::string tables_key;                       // the rule tables it was read for
+  int64_t read_at_s = 0;
+
+  const entry* find(uint32_t table_oid, int16_t attnum) const {
+    if (table_oid == 0 || attnum <= 0) return nullptr;
+    const auto it = columns.find((uint64_t{table_oid} << 16) | static_cast<uint16_t>(attnum));
+    return it == columns.end() ? nullptr : &it->second;
+  }
+  bool fresh(std::string_view key, int64_t now_s) const {
+    return read_at_s != 0 && tables_key == key && now_s - read_at_s < fresh_s;
+  }
+  // Adds one row of catalog_query()'s result (text format); false if malformed.
+  bool add_row(bytes data_row_body);
+};
+
+// The query that reads the catalog for these tables; empty if none.
+std::string catalog_query(std::span<const std::string> tables);
+std::string catalog_key(std::span<const std::string> tables);
 
 // Parses a RowDescription body; false if malformed.
 bool parse_row_description(bytes body, std::vector<row_column>& out);
@@ -54,6 +87,9 @@ class result_filter {
   // effect at the next result); null or inactive: nothing is masked.
   void set_masker(std::shared_ptr<data_masker> masker) { next_masker_ = std::move(masker); }
   bool active() const { return next_masker_ != nullptr && next_masker_->active(); }
+  const std::shared_ptr<data_masker>& masker() const { return next_masker_; }
+  // Where result columns' tables and column names are looked up; may be null.
+  void set_catalog(const table_catalog* catalog) { catalog_ = catalog; }
 
   // A client message, as forwarded upstream (after the guardrails). Messages
   // the gateway dropped are never seen here. `seq` numbers the command a
@@ -110,6 +146,7 @@ class result_filter {
   void remember(Map& map, const std::string& key, Value&& value);
 
   std::shared_ptr<data_masker> next_masker_;
+  const table_catalog* catalog_ = nullptr;
   std::shared_ptr<data_masker> masker_;  // the result in progress's
   bool in_result_ = false;
   bool text_only_ = false;   // columns unknown: text values masked as text

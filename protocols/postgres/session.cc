@@ -119,10 +119,12 @@ class session::upstream_sink final : public frame_sink {
 
 // ---- lifecycle ---------------------------------------------------------------
 
-session::session(const target_runtime& target, session_probe& probe, const shard_context& shard)
+session::session(const target_runtime& target, session_probe& probe, const shard_context& shard,
+                 table_catalog& catalog)
     : target_(target),
       probe_(probe),
       shard_(shard),
+      catalog_(catalog),
       from_client_(direction::frontend, target.limits.frame_bytes_max),
       from_upstream_(direction::backend, target.limits.frame_bytes_max),
       client_sink_(std::make_unique<client_sink>(*this)),
@@ -155,6 +157,7 @@ void session::on_start(session_io& io) {
   started_at_s_ = now_s();
   ++probe_.sessions_started;
   tracking_ = shard_.masker != nullptr || shard_.recorder != nullptr;
+  filter_.set_catalog(&catalog_);
   if (shard_.masker != nullptr) {
     filter_.set_masker(*shard_.masker);
     if (filter_.active()) from_upstream_.set_collect_bytes_max(target_.limits.masked_row_bytes_max);
@@ -897,6 +900,7 @@ void session::flush_synthetic_responses() {
 }
 
 bool session::on_upstream_frame(const frame_header& header, bytes frame) {
+  if (catalog_pending_) return on_catalog_frame(header, frame);
   switch (header.type) {
     case 'R':
       ++probe_.upstream_protocol_errors;
@@ -908,7 +912,10 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
       transaction_status_ = static_cast<char>(frame[header_bytes]);
       const bool upstream_failed = upstream_error_in_batch_;
       upstream_error_in_batch_ = false;
-      if (slots_.empty()) break;  // the login's own
+      if (slots_.empty()) {  // the login's own
+        if (start_catalog_read(frame)) return true;
+        break;
+      }
       response_slot done = std::move(slots_.front());
       slots_.pop_front();
       // The server skips the rest of a batch after its own error, as it
@@ -1082,6 +1089,62 @@ bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
   bytes_to_client_ += out.size();
   io_->send(peer::client, out);
   return true;
+}
+
+// Column rules that name tables need RowDescription's table OIDs resolved:
+// after login, before the client's first ReadyForQuery, the gateway asks the
+// upstream itself (once a minute per target and shard at most).
+bool session::start_catalog_read(bytes ready_for_query) {
+  if (!filter_.active() || catalog_pending_) return false;
+  const std::span<const std::string> tables = filter_.masker()->rule_tables();
+  if (tables.empty()) return false;
+  std::string key = catalog_key(tables);
+  if (catalog_.fresh(key, now_s())) return false;
+  ++probe_.catalog_reads;
+  catalog_pending_ = true;
+  catalog_error_.clear();
+  catalog_key_ = std::move(key);
+  catalog_.columns.clear();
+  catalog_.read_at_s = 0;
+  login_ready_.assign(reinterpret_cast<const char*>(ready_for_query.data()), ready_for_query.size());
+  std::string query;
+  std::string body = catalog_query(tables);
+  body.push_back('\0');
+  append_frame(query, 'Q', body);
+  send_to_upstream(query);
+  from_client_.pause();  // the client waits for its ReadyForQuery anyway
+  return true;
+}
+
+bool session::on_catalog_frame(const frame_header& header, bytes frame) {
+  const bytes body = frame.subspan(header_bytes);
+  switch (header.type) {
+    case 'D':
+      if (!catalog_.add_row(body) && catalog_error_.empty()) catalog_error_ = "malformed catalog row";
+      return true;
+    case 'E':
+      catalog_error_ = parse_error_fields(body).message;
+      return true;
+    case 'Z': {
+      catalog_pending_ = false;
+      if (!catalog_error_.empty()) {
+        // Without the catalog, table rules cannot be applied: fail closed.
+        catalog_.columns.clear();
+        fail("58000", "masking: cannot read the upstream's catalog for column rules: " + catalog_error_);
+        return false;
+      }
+      catalog_.tables_key = catalog_key_;
+      catalog_.read_at_s = now_s();
+      std::string ready;
+      ready.swap(login_ready_);
+      if (!relay_upstream_frame(header, as_bytes(ready))) return false;
+      if (!from_client_.resume(*client_sink_) && from_client_.held_overflow())
+        fail("54000", "too much data from the client while the gateway read the catalog");
+      return state_ != state::closed;
+    }
+    default:
+      return true;  // RowDescription, CommandComplete, notices: the gateway's own query
+  }
 }
 
 bool session::recording_refuses() {
@@ -1377,7 +1440,7 @@ prompt_context prompt_from_options(std::string_view options) {
 // ---- factory ---------------------------------------------------------------------------
 
 std::unique_ptr<session_handler> pg_session_factory::create() {
-  return std::make_unique<session>(target_, probe_, shard_);
+  return std::make_unique<session>(target_, probe_, shard_, catalog_);
 }
 
 std::string pg_session_factory::overload_response() const {

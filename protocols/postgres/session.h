@@ -64,6 +64,7 @@ struct session_probe {
   uint64_t values_masked = 0;           // values and text fields rewritten by masking
   uint64_t masking_refusals = 0;        // sessions ended because a result could not be masked
   uint64_t commands_unrecordable = 0;   // refused because recording was unavailable (fail closed)
+  uint64_t catalog_reads = 0;           // catalog lookups for column rules
 };
 
 // What sessions share on one shard; owned by the appliance.
@@ -98,7 +99,8 @@ bool parse_prompt_set(std::string_view sql, std::string& key, std::string& value
 
 class session final : public session_handler {
  public:
-  session(const target_runtime& target, session_probe& probe, const shard_context& shard);
+  session(const target_runtime& target, session_probe& probe, const shard_context& shard,
+          table_catalog& catalog);
   ~session() override;
 
   void on_start(session_io& io) override;
@@ -170,6 +172,8 @@ class session final : public session_handler {
                        std::string_view approver, std::string_view reason);
   void record_result(uint64_t seq, const frame_header& header, bytes frame);
   bool recording_refuses();
+  bool start_catalog_read(bytes ready_for_query);
+  bool on_catalog_frame(const frame_header& header, bytes frame);
   verdict answer_prompt_set(std::string_view sql);
   verdict refuse_with(const char* sqlstate, std::string message, bool extended);
   void send_to_client(const std::string& bytes);
@@ -178,6 +182,7 @@ class session final : public session_handler {
   const target_runtime& target_;
   session_probe& probe_;
   const shard_context& shard_;
+  table_catalog& catalog_;  // the target's on this shard
   session_identity identity_;
   int64_t started_at_s_ = 0;
   uint32_t minted_pid_ = 0;  // our BackendKeyData's pid, registered with the shard's registry
@@ -229,6 +234,12 @@ class session final : public session_handler {
   uint64_t bytes_to_client_ = 0;
   prompt_context prompt_;         // the session's (startup option, SET)
   std::string end_reason_ = "client closed";
+  // Reading the catalog for column rules after login, before the client's
+  // first ReadyForQuery (which waits here).
+  bool catalog_pending_ = false;
+  std::string catalog_error_;
+  std::string catalog_key_;
+  std::string login_ready_;
 
   frame_stream from_client_;
   frame_stream from_upstream_;
@@ -249,6 +260,7 @@ class pg_session_factory final : public session_factory {
   const target_runtime& target_;
   const shard_context& shard_;
   session_probe probe_;
+  table_catalog catalog_;
 };
 
 }  // namespace agentgate::pg

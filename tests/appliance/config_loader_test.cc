@@ -253,7 +253,14 @@ TEST_F(ConfigLoaderTest, UnknownKeyNested) {
 }
 
 TEST_F(ConfigLoaderTest, NotYetSupportedKeys) {
-  EXPECT_EQ(error_of(one_target(R"(, "recording": {})")), "recording: not supported by this build yet");
+  EXPECT_EQ(error_of(one_target(R"(, "web_console": {})")), "web_console: not supported by this build yet");
+  EXPECT_EQ(error_of(one_target(R"(, "recording": {})")), "recording.dir: required");
+  EXPECT_EQ(error_of(one_target(R"(, "recording": {"dir": "/tmp/r", "fsync": "never"})")),
+            R"(recording.fsync: expected "interval" or "always", got "never")");
+  EXPECT_EQ(error_of(one_target(R"(, "recording": {"dir": "/tmp/r", "on_failure": "ignore"})")),
+            R"(recording.on_failure: expected "fail_closed" or "fail_open", got "ignore")");
+  EXPECT_EQ(error_of(one_target(R"(, "recording": {"dir": "/tmp/r", "segment_bytes": 10})")),
+            "recording.segment_bytes: expected an integer between 1048576 and 17179869184");
   EXPECT_EQ(error_of(one_target(R"(, "policy_file": {})")), "policy_file: expected a string");
   EXPECT_EQ(error_of(one_target(R"(, "admin": {})")), "admin.listen: required");
   EXPECT_EQ(error_of(one_target(R"(, "approvals": {"webhook_url": "ftp://x"})")),

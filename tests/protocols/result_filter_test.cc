@@ -198,6 +198,29 @@ TEST_F(result_filter_test, extended_protocol_uses_the_statement_description) {
   backend(frame('Z', "I"));
 }
 
+// What JDBC does past prepareThreshold: Parse S_1 + Bind + Describe(portal)
+// + Execute, then later only Bind(S_1, binary formats) + Execute.
+TEST_F(result_filter_test, a_described_portal_describes_its_statement) {
+  frontend(frame('P', std::string("S_1\0select\0", 11) + u16(0)));
+  frontend(frame('B', std::string("\0S_1\0", 5) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('D', std::string("P\0", 2)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('2', ""));
+  backend(row_description({{"note", 25}, {"card", 20}}));
+  EXPECT_EQ(backend(data_row({"a secret", "1"})), result_filter::action::rewritten);
+  backend(frame('C', std::string("SELECT 1\0", 9)));
+  backend(frame('Z', "I"));
+
+  frontend(frame('B', std::string("\0S_1\0", 5) + u16(0) + u16(0) + u16(2) + u16(0) + u16(1)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('2', ""));
+  EXPECT_EQ(backend(data_row({"the secret", std::string(8, '\0')})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], "the [REDACTED]");
+}
+
 TEST_F(result_filter_test, binary_rows_of_an_undescribed_statement_are_refused) {
   frontend(frame('P', std::string("s2\0select\0", 10) + u16(0)));
   frontend(frame('B', std::string("\0s2\0", 4) + u16(0) + u16(0) + u16(1) + u16(1)));
