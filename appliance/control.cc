@@ -1,5 +1,6 @@
 #include "appliance/control.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -214,14 +215,31 @@ std::string control_plane::sessions_json() {
   return out;
 }
 
-result<std::string> control_plane::recorded_sessions_json() {
+// An optional unsigned query parameter within [lo, hi]; false if malformed.
+bool query_number(const http_request& req, std::string_view name, size_t lo, size_t hi, size_t& out) {
+  const std::string* text = req.query_param(name);
+  if (text == nullptr) return true;
+  if (text->empty() || text->size() > 19) return false;
+  size_t v = 0;
+  for (char c : *text) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<size_t>(c - '0');
+  }
+  if (v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+result<std::string> control_plane::recorded_sessions_json(size_t limit) {
   if (recording_dir_.empty()) return status(errc::not_found, "recording is off on this gateway (no recording.dir)");
-  result<std::vector<recording::session_summary>> sessions = recording::list_sessions(recording_dir_);
+  result<std::vector<recording::session_summary>> sessions = recording::list_sessions(recording_dir_, limit);
   if (!sessions) return sessions.error();
+  // Newest first.
+  std::reverse(sessions->begin(), sessions->end());
   return recording::sessions_json(*sessions);
 }
 
-result<std::string> control_plane::session_events_json(const std::string& id_text) {
+result<std::string> control_plane::session_events_json(const std::string& id_text, size_t after, size_t limit) {
   if (recording_dir_.empty()) return status(errc::not_found, "recording is off on this gateway (no recording.dir)");
   session_id id;
   if (!session_id::parse(id_text, id)) return status(errc::invalid_argument, "a session id is 32 hex digits");
@@ -229,24 +247,28 @@ result<std::string> control_plane::session_events_json(const std::string& id_tex
   append_json_string(out, id.hex());
   out += ",\"events\":[";
   bool first = true;
-  size_t events = 0;
-  constexpr size_t response_bytes_max = 64u << 20;
-  status limit = status::ok();
+  size_t seen = 0;       // events of the session so far; the API numbers them from 1
+  size_t returned = 0;
+  bool more = false;
+  constexpr size_t response_bytes_max = 16u << 20;
   const status st = recording::for_each_event(recording_dir_, id, [&](const recording::event& e) {
-    if (out.size() > response_bytes_max) {
-      limit = status(errc::limit, "the session's events exceed 64 MiB; use agentgate replay");
+    ++seen;
+    if (seen <= after) return true;
+    if (returned == limit || out.size() > response_bytes_max) {
+      more = true;
       return false;
     }
     if (!first) out += ",";
     first = false;
     out += recording::event_json(e);
-    ++events;
+    ++returned;
     return true;
   });
   if (!st) return st;
-  if (!limit) return limit;
-  if (events == 0) return status(errc::not_found, "no recorded session " + id.hex());
-  out += "]}";
+  if (seen == 0) return status(errc::not_found, "no recorded session " + id.hex());
+  out += "],\"next\":";
+  out += more ? std::to_string(after + returned) : std::string("null");
+  out += "}";
   return out;
 }
 
@@ -259,15 +281,20 @@ void control_plane::register_routes(admin_server& server) {
     return http_response::text(200, metrics_text(), "text/plain; version=0.0.4");
   });
   (void)server.route("GET", "/v1/sessions", [this](const http_request& req) {
-    const std::string* recorded = req.query_param("recorded");
-    if (recorded == nullptr || *recorded == "false") return http_response::json(200, sessions_json());
-    if (*recorded != "true") return http_response::error(400, "recorded: expected true or false");
-    result<std::string> body = recorded_sessions_json();
+    const std::string* state = req.query_param("state");
+    if (state == nullptr || *state == "open") return http_response::json(200, sessions_json());
+    if (*state != "recorded") return http_response::error(400, "state: expected open or recorded");
+    size_t limit = 1000;
+    if (!query_number(req, "limit", 1, 100000, limit)) return http_response::error(400, "limit: expected 1 to 100000");
+    result<std::string> body = recorded_sessions_json(limit);
     if (!body) return http_response::error(body.error().code() == errc::not_found ? 404 : 500, body.error().message());
     return http_response::json(200, *body);
   });
   (void)server.route("GET", "/v1/sessions/{id}/events", [this](const http_request& req) {
-    result<std::string> body = session_events_json(*req.param("id"));
+    size_t after = 0, limit = 1000;
+    if (!query_number(req, "after", 0, SIZE_MAX / 2, after)) return http_response::error(400, "after: expected a number");
+    if (!query_number(req, "limit", 1, 10000, limit)) return http_response::error(400, "limit: expected 1 to 10000");
+    result<std::string> body = session_events_json(*req.param("id"), after, limit);
     if (!body) {
       const errc code = body.error().code();
       return http_response::error(code == errc::not_found ? 404 : code == errc::invalid_argument ? 400 : 500,

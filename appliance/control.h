@@ -41,10 +41,11 @@ class control_plane {
   // Extra metrics from other control-plane parts (approvals), appended to /metrics.
   void add_metrics_source(std::function<void(std::string&)> source) { metrics_sources_.push_back(std::move(source)); }
   std::string sessions_json();
-  // The recorded sessions of every shard (GET /v1/sessions?recorded=true)
-  // and one session's events (GET /v1/sessions/{id}/events).
-  result<std::string> recorded_sessions_json();
-  result<std::string> session_events_json(const std::string& id);
+  // The recorded sessions of every shard, newest first (GET
+  // /v1/sessions?state=recorded), and one page of a session's events
+  // (GET /v1/sessions/{id}/events?after=N&limit=M).
+  result<std::string> recorded_sessions_json(size_t limit);
+  result<std::string> session_events_json(const std::string& id, size_t after, size_t limit);
 
   // GET /healthz, /metrics, /openapi.yaml, GET|PUT /v1/policy,
   // GET /v1/policy/versions, GET /v1/sessions.

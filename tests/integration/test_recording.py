@@ -3,7 +3,7 @@ PostgreSQL 15 with real clients.
 
 Covered: a psql session's identity, commands, decisions and masked results
 are in the recording and come back from `agentgate replay` (text, jsonl,
-asciicast) and from GET /v1/sessions?recorded=true and
+asciicast) and from GET /v1/sessions?state=recorded and
 GET /v1/sessions/{id}/events; prompt attribution from a startup option, from
 SET agentgate.prompt_id (answered by the gateway, never sent upstream) and
 from a trailing sqlcommenter comment; denied commands are recorded with
@@ -88,7 +88,7 @@ class RecordingTest(h.GatewayTestCase):
         predicate; waits for the writer."""
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            code, body = self.api("/v1/sessions?recorded=true")
+            code, body = self.api("/v1/sessions?state=recorded")
             self.assertEqual(code, 200, body)
             for s in body["sessions"]:
                 evs = self.events(s["id"])
@@ -178,6 +178,18 @@ class RecordingTest(h.GatewayTestCase):
             self.assertTrue(ids and all(len(i) == 32 for i in ids), body)
         finally:
             conn.close()
+
+    def test_events_are_paged(self):
+        h.run_psql(self.gw.dsn(), ["-c", "SELECT 1", "-c", "SELECT 2", "-c", "SELECT 3"], check=True)
+        s, evs = self.find_session(lambda evs: sum(1 for e in evs if e["type"] == "command") == 3
+                                   and evs[-1]["type"] == "session_end")
+        code, page1 = self.api(f"/v1/sessions/{s['id']}/events?limit=2")
+        self.assertEqual((code, len(page1["events"]), page1["next"]), (200, 2, 2), page1)
+        code, rest = self.api(f"/v1/sessions/{s['id']}/events?after=2&limit=1000")
+        self.assertIsNone(rest["next"])
+        self.assertEqual(page1["events"] + rest["events"], evs)
+        code, body = self.api("/v1/sessions?state=recorded&limit=0")
+        self.assertEqual(code, 400, body)
 
     def test_unknown_session_is_404(self):
         code, body = self.api("/v1/sessions/" + "0" * 32 + "/events")
