@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -37,6 +38,9 @@ constexpr size_t inbox_capacity = 1024;
 constexpr uint64_t op_mask = 0x7;
 constexpr uint64_t side_bit = 0x8;
 constexpr uint64_t ignored_user_data = 0;  // cancels and link timeouts
+// Registered file slots per shard. A socket's slot is its fd number (unique
+// in the process, so shards never collide); sockets above this stay unregistered.
+constexpr rlim_t fixed_files_max = 1 << 16;
 
 uint64_t make_user_data(void* owner, op o, peer side = peer::client) {
   const auto p = reinterpret_cast<uint64_t>(owner);
@@ -100,6 +104,7 @@ struct uring_shard::connection final : session_io {
     bool recv_armed = false;
     bool recv_paused = false;       // back-pressure from the other side
     bool eof = false;
+    bool fixed = false;             // registered in the ring's file table at slot fd
     std::unique_ptr<tls_channel> tls;  // set once TLS starts on this side
 
     size_t unsent() const { return pending.size() + inflight.size() - inflight_offset; }
@@ -344,6 +349,14 @@ status uring_shard::init() {
   }
   if (rc < 0) return {errc::io, "io_uring_queue_init: " + errno_text(-rc)};
   ring_ready_ = true;
+  // Both save a file lookup per operation: the ring's own fd on every
+  // io_uring_enter, each socket's on every send. A failure only costs that.
+  (void)io_uring_register_ring_fd(&ring_);
+  rlimit files{};
+  const rlim_t slots =
+      getrlimit(RLIMIT_NOFILE, &files) == 0 ? std::min<rlim_t>(files.rlim_cur, fixed_files_max) : 0;
+  if (slots > 0 && io_uring_register_files_sparse(&ring_, static_cast<unsigned>(slots)) == 0)
+    fixed_file_slots_ = static_cast<unsigned>(slots);
 
   // liburing 2.3 has no io_uring_setup_buf_ring: map and register by hand.
   const uint32_t entries = config_.io.recv_buffers;
@@ -483,7 +496,7 @@ void uring_shard::arm_recv(connection& c, peer side) {
   if (s.recv_armed || s.recv_paused || s.eof || s.fd < 0 || c.closed) return;
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_recv_multishot(sqe, s.fd, nullptr, 0, 0);
-  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->flags |= IOSQE_BUFFER_SELECT | (s.fixed ? IOSQE_FIXED_FILE : 0);
   sqe->buf_group = buffer_group;
   io_uring_sqe_set_data64(sqe, make_user_data(&c, op_recv, side));
   s.recv_armed = true;
@@ -508,6 +521,22 @@ void uring_shard::resume_recv(connection& c, peer side) {
   arm_recv(c, side);
 }
 
+void uring_shard::register_file(connection& c, peer side) {
+  auto& s = c.side(side);
+  if (s.fd < 0 || static_cast<unsigned>(s.fd) >= fixed_file_slots_) return;
+  s.fixed = io_uring_register_files_update(&ring_, static_cast<unsigned>(s.fd), &s.fd, 1) == 1;
+}
+
+// The table holds its own reference to the socket: without this, close()
+// would leave the socket open until its fd number is registered again.
+void uring_shard::unregister_file(connection& c, peer side) {
+  auto& s = c.side(side);
+  if (!s.fixed) return;
+  int none = -1;
+  (void)io_uring_register_files_update(&ring_, static_cast<unsigned>(s.fd), &none, 1);
+  s.fixed = false;
+}
+
 void uring_shard::mark_dirty(connection& c) {
   if (c.dirty) return;
   c.dirty = true;
@@ -522,6 +551,7 @@ void uring_shard::start_send(connection& c, peer side) {
   s.inflight_offset = 0;
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_send(sqe, s.fd, s.inflight.data(), s.inflight.size(), MSG_NOSIGNAL);
+  if (s.fixed) sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64(sqe, make_user_data(&c, op_send, side));
   s.send_in_flight = true;
   ++c.ops_in_flight;
@@ -629,6 +659,7 @@ void uring_shard::on_accept(listener& l, const io_uring_cqe& cqe) {
   }
   set_nodelay(fd);
   connection* c = new_connection(fd, &l);
+  register_file(*c, peer::client);
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   c->client_addr = getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 ? address_text(ss) : "?";
@@ -719,6 +750,7 @@ void uring_shard::on_send(connection& c, peer side, const io_uring_cqe& cqe) {
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_send(sqe, s.fd, s.inflight.data() + s.inflight_offset,
                        s.inflight.size() - s.inflight_offset, MSG_NOSIGNAL);
+    if (s.fixed) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, make_user_data(&c, op_send, side));
     s.send_in_flight = true;
     ++c.ops_in_flight;
@@ -750,6 +782,7 @@ void uring_shard::on_connect(connection& c, const io_uring_cqe& cqe) {
                err == ECANCELED ? "connect timed out" : errno_text(err)));
     return;
   }
+  register_file(c, peer::upstream);
   arm_recv(c, peer::upstream);
   c.handler->on_upstream_connected(status::ok());
 }
@@ -784,8 +817,10 @@ void uring_shard::after_batch() {
   for (connection* c : graveyard_) {
     // The handler goes first: its destructor may still ask the connection for its shard.
     c->handler.reset();
-    for (auto& s : c->sides)
-      if (s.fd >= 0) close(s.fd);
+    for (peer p : {peer::client, peer::upstream}) {
+      unregister_file(*c, p);
+      if (c->side(p).fd >= 0) close(c->side(p).fd);
+    }
     // Swap-remove from the live list.
     connection* last = connections_.back();
     connections_[c->index] = last;

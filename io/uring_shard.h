@@ -11,6 +11,10 @@
 // cancelled until they drain below half of that: back-pressure, so a slow
 // client never makes the gateway hold a whole result.
 //
+// Each socket is also registered in the ring's file table at the slot of its
+// fd number (sends and recvs skip the per-operation file lookup); the slot is
+// cleared before the fd is closed, since the table holds its own reference.
+//
 // Every submission's user_data is a pointer to its owner (connection or
 // listener) with the operation and side in the low bits; a connection is
 // freed only when its last operation has completed.
@@ -112,6 +116,8 @@ class uring_shard final : public shard_services {
   void start_send(connection& c, peer side);
   void start_connect(connection& c, const net_address& address);
   void mark_dirty(connection& c);
+  void register_file(connection& c, peer side);
+  void unregister_file(connection& c, peer side);
   void finalize(connection& c);
   void maybe_finish_close(connection& c);
   void release(connection& c);
@@ -147,6 +153,7 @@ class uring_shard final : public shard_services {
   std::vector<SSL_CTX*> upstream_tls_;            // per listener; null: upstream.tls disabled
   io_uring ring_{};
   bool ring_ready_ = false;
+  unsigned fixed_file_slots_ = 0;  // registered file table size; 0: none
 
   io_uring_buf_ring* buf_ring_ = nullptr;
   size_t buf_ring_bytes_ = 0;
