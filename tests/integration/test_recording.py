@@ -162,8 +162,8 @@ class RecordingTest(h.GatewayTestCase):
             cur.execute("SELECT 1")
         finally:
             conn.close()
-        _, evs = self.find_session(lambda evs: any(e["type"] == "command" and e.get("prompt_id") == prompt
-                                                   for e in evs))
+        _, evs = self.find_session(lambda evs: bool(evs) and evs[-1]["type"] == "session_end" and any(
+            e["type"] == "command" and e.get("prompt_id") == prompt for e in evs))
         cmds = [e for e in evs if e["type"] == "command"]
         # The SET itself is not a command the upstream ran; what follows carries its id.
         self.assertFalse([c for c in cmds if c["text"].startswith("SET agentgate")], cmds)
