@@ -100,7 +100,9 @@ TEST(RecordingWriter, SyncedEventsSurviveACrash) {
     for (int i = 0; i < 200; ++i) ASSERT_TRUE(r->command(command(id, ++seq, std::string(300, 'y'))));
     r->poll(102);  // written, not synced
     fs.crash(keep);
-    r.release();  // the process died: no destructor, no flush
+    // The process died: no destructor, no flush. The object is freed only
+    // once the checks are done (LeakSanitizer), never used again.
+    std::unique_ptr<shard_recorder> dead(r.release());
     auto again = open_recorder(fs, o);
     ASSERT_TRUE(again);
     std::vector<uint64_t> seqs = recorded_seqs(fs);
@@ -120,7 +122,7 @@ TEST(RecordingWriter, FsyncAlwaysSyncsBeforeReturning) {
     ASSERT_EQ(r->probe().synced, r->probe().appended);
   }
   fs.crash();
-  r.release();
+  std::unique_ptr<shard_recorder> dead(r.release());  // the process died; freed after the check
   EXPECT_EQ(20u, recorded_seqs(fs).size());
 }
 
