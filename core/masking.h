@@ -6,12 +6,15 @@
 // validators, rewrite styles); one per shard per policy version, used only by
 // that shard's thread. A policy swap installs a new one between results.
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "core/policy.h"
+#include "core/status.h"
 
 namespace agentgate {
 
@@ -45,6 +48,31 @@ enum class mask_outcome : uint8_t {
   null,       // send SQL NULL instead
 };
 
+// One value masked as it streams through, for a DataRow or COPY row too big
+// to hold whole (limits.masked_row_bytes_max): the frame's length and the
+// field's were sent before the value, so the output is exactly as long as the
+// input. A match is rewritten in place ('*' fill, docs/masking.md "Streamed
+// values"). Only a bounded window is held back. Used by its masker's thread
+// only, and not after the masker is gone.
+class value_stream {
+ public:
+  virtual ~value_stream() = default;
+
+  // Appends to `out` the masked bytes that are final (maybe none, maybe more
+  // than `in`: held bytes are released). An error means the value cannot be
+  // masked in place (a match in a binary value): the caller fails closed.
+  virtual status feed(std::span<const uint8_t> in, std::string& out) = 0;
+  // The value ended: appends the rest. Over feed() and finish(), `out` grew
+  // by exactly the bytes fed.
+  virtual status finish(std::string& out) = 0;
+
+  // Bytes taken in and not yet released to `out`, with the few already
+  // released that are kept as context for the next scan.
+  virtual size_t held_bytes() const = 0;
+  // Some byte was rewritten (a value counted as masked).
+  virtual bool rewritten() const = 0;
+};
+
 class data_masker {
  public:
   virtual ~data_masker() = default;
@@ -63,6 +91,20 @@ class data_masker {
   // The rewrite keeps COPY's and CSV's framing characters out of what it
   // inserts (no tab, newline, backslash, quote or comma).
   virtual mask_outcome mask_text(std::span<const uint8_t> text, std::string& out) = 0;
+
+  // Streamed counterparts of mask_value and mask_text, for values too big to
+  // hold whole: same detectors and counters, length-preserving rewrites. An
+  // error when no masked form of this plan can keep the value's length (a
+  // column rule on a date, a binary numeric): the caller fails closed.
+  // Making a stream has no other effect (matches count as they are
+  // released), so a caller may make one to learn whether a plan streams.
+  virtual result<std::unique_ptr<value_stream>> stream_value(const column_plan& plan) {
+    (void)plan;
+    return status{errc::unsupported, "this masker cannot mask streamed values"};
+  }
+  virtual result<std::unique_ptr<value_stream>> stream_text() {
+    return status{errc::unsupported, "this masker cannot mask streamed values"};
+  }
 
   // Matches so far, one counter per name: the detectors, then "column:<i>"
   // for each column rule, then "pattern:<name>" for each policy pattern.

@@ -98,6 +98,43 @@ std::string_view as_chars(std::span<const std::uint8_t> v) {
 
 constexpr std::uint16_t no_label = std::numeric_limits<std::uint16_t>::max();
 
+bool is_hex(unsigned char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+// Partial style for cards, phones, SSNs and IBANs: every letter and digit but
+// the last four becomes '*', separators stay. Keeps the length.
+void write_last_four(std::string_view piece, std::string& out) {
+  std::size_t alnum = 0;
+  for (char c : piece) alnum += is_alnum(static_cast<unsigned char>(c));
+  std::size_t seen = 0;
+  for (char c : piece) {
+    if (!is_alnum(static_cast<unsigned char>(c))) {
+      out += c;
+    } else {
+      out += ++seen + 4 > alnum ? c : '*';
+    }
+  }
+}
+
+// A streamed match rewritten in place: '*' for every byte but separators
+// (control bytes, spaces, '-', '.') and COPY/CSV/JSON framing. An escaped
+// byte stays with its backslash (and a JSON "\uXXXX" keeps its digits), so a
+// PEM block's "\n" in a COPY row or a JSON string keeps the value's shape.
+void fill_stars(std::string_view piece, std::string& out) {
+  for (std::size_t i = 0; i < piece.size(); ++i) {
+    const auto c = static_cast<unsigned char>(piece[i]);
+    if (c == '\\' && i + 1 < piece.size()) {
+      out += '\\';
+      const char escaped = piece[++i];
+      out += escaped;
+      if (escaped == 'u')
+        for (std::size_t k = 0; k < 4 && i + 1 < piece.size() && is_hex(static_cast<unsigned char>(piece[i + 1])); ++k)
+          out += piece[++i];
+      continue;
+    }
+    out += c < 0x20 || c == ' ' || c == '-' || c == '.' || is_framing(c) ? static_cast<char>(c) : '*';
+  }
+}
+
 bool keeps_last_four(detector d) {
   return d == detector::credit_card || d == detector::phone || d == detector::us_ssn || d == detector::iban;
 }
@@ -274,6 +311,8 @@ class shard_masker final : public data_masker {
   column_plan plan(const result_column& column) override;
   mask_outcome mask_value(const column_plan& plan, std::span<const std::uint8_t> value, std::string& out) override;
   mask_outcome mask_text(std::span<const std::uint8_t> text, std::string& out) override;
+  result<std::unique_ptr<value_stream>> stream_value(const column_plan& plan) override;
+  result<std::unique_ptr<value_stream>> stream_text() override;
 
   std::span<const std::string> hit_names() const override { return engine_->hit_names_; }
   std::span<const std::uint64_t> hits() const override { return hits_; }
@@ -284,13 +323,19 @@ class shard_masker final : public data_masker {
   enum class scan_result { none, found, failed };
   // How a rewrite must keep the value valid.
   enum class rewrite_kind { plain, framed, json, strict };
+  class scan_stream;
+  class fill_stream;
+  class number_stream;
 
-  scan_result scan(std::string_view text);
+  // `count`: add the merged matches to hits_ (a stream counts what it releases).
+  scan_result scan(std::string_view text, bool count = true);
   int rule_for(const result_column& column);
   bool write_rewrite(std::string_view text, rewrite_kind kind, std::string& out);
   void write_match(std::string_view piece, std::uint16_t label, bool framed, std::string& out);
   void write_one(std::string_view piece, std::uint16_t label, std::string& out);
   void write_hash(std::string_view piece, bool alnum_only, std::string& out);
+  void write_fill(std::string_view piece, std::uint16_t label, std::string& out);
+  status number_in_place(const column_plan& plan, std::string& value);
   mask_outcome mask_numeric(const column_plan& plan, std::span<const std::uint8_t> value, std::string& out);
   mask_outcome mask_forced(const column_plan& plan, std::span<const std::uint8_t> value, std::string& out);
   mask_outcome mask_scanned(const column_plan& plan, std::span<const std::uint8_t> value, std::string& out);
@@ -308,6 +353,9 @@ class shard_masker final : public data_masker {
   std::vector<candidate> merged_;  // after leftmost-longest merging
   std::array<examined_range, shape_count> memo_{};
   std::string_view scanning_;
+  // The leftmost start of a token some extractor (or a policy pattern) saw
+  // run into the end of the scanned text: it may still grow in a stream.
+  std::size_t growing_from_ = std::numeric_limits<std::size_t>::max();
   std::vector<std::uint8_t> rule_matched_;
   std::vector<std::uint64_t> hits_;
   std::uint64_t bytes_scanned_ = 0;
@@ -327,11 +375,14 @@ int shard_masker::on_content_match(unsigned id, unsigned long long from, unsigne
   if (x.som) {
     if (to > from)
       self->found_.push_back({static_cast<std::uint32_t>(from), static_cast<std::uint32_t>(to), x.label});
+    if (to >= self->scanning_.size())
+      self->growing_from_ = std::min(self->growing_from_, static_cast<std::size_t>(from));
     return 0;
   }
   examined_range& seen = self->memo_[static_cast<std::size_t>(x.what)];
   if (seen.start < to && to <= seen.end) return 0;  // same token as a match already examined
   seen = extract(x.what, self->scanning_, static_cast<std::size_t>(to), x.label, self->found_);
+  if (seen.end >= self->scanning_.size()) self->growing_from_ = std::min(self->growing_from_, seen.start);
   return 0;
 }
 
@@ -340,9 +391,10 @@ int shard_masker::on_name_match(unsigned id, unsigned long long, unsigned long l
   return 0;
 }
 
-shard_masker::scan_result shard_masker::scan(std::string_view text) {
+shard_masker::scan_result shard_masker::scan(std::string_view text, bool count) {
   found_.clear();
   merged_.clear();
+  growing_from_ = std::numeric_limits<std::size_t>::max();
   if (!engine_->text_scan_ || text.empty()) return scan_result::none;
   if (text.size() > std::numeric_limits<std::uint32_t>::max()) return scan_result::failed;
   if (scratch_ != nullptr) {
@@ -366,7 +418,8 @@ shard_masker::scan_result shard_masker::scan(std::string_view text) {
       merged_.push_back(c);
     }
   }
-  for (const candidate& c : merged_) ++hits_[c.label];
+  if (count)
+    for (const candidate& c : merged_) ++hits_[c.label];
   return scan_result::found;
 }
 
@@ -486,16 +539,7 @@ void shard_masker::write_one(std::string_view piece, std::uint16_t label, std::s
   }
   if (style == mask_style::partial && is_detector) {
     if (keeps_last_four(d)) {
-      std::size_t alnum = 0;
-      for (char c : piece) alnum += is_alnum(static_cast<unsigned char>(c));
-      std::size_t seen = 0;
-      for (char c : piece) {
-        if (!is_alnum(static_cast<unsigned char>(c))) {
-          out += c;
-        } else {
-          out += ++seen + 4 > alnum ? c : '*';
-        }
-      }
+      write_last_four(piece, out);
       return;
     }
     if (d == detector::email) {
@@ -516,6 +560,29 @@ void shard_masker::write_one(std::string_view piece, std::uint16_t label, std::s
     out.append(name);
     out += ']';
   }
+}
+
+// A streamed match: the same length as the match. Partial keeps what it keeps
+// in a whole value (last four, an email's domain); everything else, redact,
+// hash and null included, becomes '*' (see fill_stars).
+void shard_masker::write_fill(std::string_view piece, std::uint16_t label, std::string& out) {
+  const bool is_detector = label < detector_count;
+  if (style_of(label) == mask_style::partial && is_detector) {
+    const auto d = static_cast<detector>(label);
+    if (keeps_last_four(d)) {
+      write_last_four(piece, out);
+      return;
+    }
+    if (d == detector::email) {
+      const std::size_t at = piece.rfind('@');
+      if (at != std::string_view::npos) {
+        out.append(at, '*');
+        out.append(piece.substr(at));
+        return;
+      }
+    }
+  }
+  fill_stars(piece, out);
 }
 
 // In free text (COPY rows, JSON strings) a match that spans framing bytes is
@@ -720,6 +787,33 @@ std::int64_t last_four(std::int64_t v) {
   return r;
 }
 
+// A numeric's text form whose integer part [first, int_end) is a card number.
+bool numeric_card(std::string_view s, std::size_t& first, std::size_t& int_end) {
+  std::size_t i = 0;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+  first = i;
+  while (i < s.size() && is_digit(static_cast<unsigned char>(s[i]))) ++i;
+  int_end = i;
+  if (int_end - first < 13 || int_end - first > 19) return false;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && is_digit(static_cast<unsigned char>(s[i]))) ++i;
+  }
+  if (i != s.size()) return false;  // exponent, NaN, ...: not a card
+  return plausible_card(s.substr(first, int_end - first));
+}
+
+// A binary int8 that holds a card number.
+bool binary_card(std::span<const std::uint8_t> value, std::int64_t& v) {
+  if (value.size() != 8 || !read_be_int(value, v)) return false;
+  const std::uint64_t mag = v < 0 ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
+  char digits[24];
+  std::size_t n = 0;
+  for (std::uint64_t m = mag; m != 0; m /= 10) digits[n++] = static_cast<char>('0' + m % 10);
+  std::reverse(digits, digits + n);
+  return plausible_card(std::string_view(digits, n));
+}
+
 }  // namespace
 
 mask_outcome shard_masker::mask_numeric(const column_plan& plan, std::span<const std::uint8_t> value,
@@ -728,33 +822,17 @@ mask_outcome shard_masker::mask_numeric(const column_plan& plan, std::span<const
   const auto card_label = static_cast<std::uint16_t>(detector::credit_card);
   if (plan.binary) {
     // numeric's binary form (base-10000 digit groups) is passed: see docs.
-    if (classify(plan.type_oid) != type_class::integer || value.size() != 8) return mask_outcome::unchanged;
+    if (classify(plan.type_oid) != type_class::integer) return mask_outcome::unchanged;
     std::int64_t v = 0;
-    if (!read_be_int(value, v)) return mask_outcome::unchanged;
-    const std::uint64_t mag = v < 0 ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
-    char digits[24];
-    std::size_t n = 0;
-    for (std::uint64_t m = mag; m != 0; m /= 10) digits[n++] = static_cast<char>('0' + m % 10);
-    std::reverse(digits, digits + n);
-    if (!plausible_card(std::string_view(digits, n))) return mask_outcome::unchanged;
+    if (!binary_card(value, v)) return mask_outcome::unchanged;
     ++hits_[card_label];
     if (style == mask_style::hash || style == mask_style::null) return mask_outcome::null;
     write_be_int(last_four(v), value.size(), out);
     return mask_outcome::rewritten;
   }
   const std::string_view s = as_chars(value);
-  std::size_t i = 0;
-  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
-  const std::size_t first = i;
-  while (i < s.size() && is_digit(static_cast<unsigned char>(s[i]))) ++i;
-  const std::size_t int_end = i;
-  if (int_end - first < 13 || int_end - first > 19) return mask_outcome::unchanged;
-  if (i < s.size() && s[i] == '.') {
-    ++i;
-    while (i < s.size() && is_digit(static_cast<unsigned char>(s[i]))) ++i;
-  }
-  if (i != s.size()) return mask_outcome::unchanged;  // exponent, NaN, ...: not a card
-  if (!plausible_card(s.substr(first, int_end - first))) return mask_outcome::unchanged;
+  std::size_t first = 0, int_end = 0;
+  if (!numeric_card(s, first, int_end)) return mask_outcome::unchanged;
   ++hits_[card_label];
   if (style == mask_style::hash || style == mask_style::null) return mask_outcome::null;
   std::string tail(s);
@@ -841,6 +919,338 @@ mask_outcome shard_masker::mask_forced(const column_plan& plan, std::span<const 
       // a valid value of the type.
       return mask_outcome::null;
   }
+}
+
+// --- streamed values ------------------------------------------------------------
+
+namespace {
+
+// pass columns: the bytes as they are.
+class copy_stream final : public value_stream {
+ public:
+  status feed(std::span<const std::uint8_t> in, std::string& out) override {
+    out.append(as_chars(in));
+    return status::ok();
+  }
+  status finish(std::string&) override { return status::ok(); }
+  std::size_t held_bytes() const override { return 0; }
+  bool rewritten() const override { return false; }
+};
+
+constexpr std::string_view pem_end = "-----END ";
+constexpr std::string_view pem_tail = "PRIVATE KEY-----";
+// "-----END ", at most 64 bytes naming the kind, the tail.
+constexpr std::size_t pem_end_line_bytes_max = pem_end.size() + 64 + pem_tail.size();
+
+std::string type_name(std::uint32_t oid) { return "type OID " + std::to_string(oid); }
+
+}  // namespace
+
+// Text scanned with the block-mode content database over (held bytes + one
+// slice); bytes are released once no match can still reach them: they are at
+// least stream_lag_bytes behind the input's end, no match straddles them and
+// no extractor saw a token there run into the end of the held bytes.
+class shard_masker::scan_stream final : public value_stream {
+ public:
+  scan_stream(shard_masker& m, bool strict, bool version_byte, std::uint32_t type_oid)
+      : m_(m), strict_(strict), version_byte_(version_byte), type_oid_(type_oid) {}
+
+  status feed(std::span<const std::uint8_t> in, std::string& out) override {
+    m_.bytes_scanned_ += in.size();
+    if (version_byte_ && !in.empty()) {
+      // jsonb's binary form: version 1, then the text. Another version is not
+      // known to be text: a match in it cannot be rewritten.
+      version_byte_ = false;
+      if (in[0] != 1) strict_ = true;
+      out += static_cast<char>(in[0]);
+      in = in.subspan(1);
+    }
+    while (!in.empty()) {
+      const std::size_t n = std::min(in.size(), stream_slice_bytes);
+      buf_.append(as_chars(in.first(n)));
+      in = in.subspan(n);
+      if (status s = step(false, out); !s) return s;
+    }
+    return status::ok();
+  }
+  status finish(std::string& out) override { return step(true, out); }
+  std::size_t held_bytes() const override { return buf_.size(); }
+  bool rewritten() const override { return rewritten_; }
+
+ private:
+  status step(bool final, std::string& out);
+  bool find_pem_end(std::size_t from, std::size_t& end) const;
+  void release(std::size_t to);
+
+  shard_masker& m_;
+  bool strict_;        // a match fails the stream (binary and structured values)
+  bool version_byte_;  // the next byte is jsonb's version
+  std::uint32_t type_oid_;
+  std::string buf_;           // [0, context_): released, kept as context; then held
+  std::size_t context_ = 0;
+  bool in_pem_ = false;       // a private key block was released in part: masked to its END line
+  bool rewritten_ = false;
+};
+
+// The end of the first private key END line at or after `from`.
+bool shard_masker::scan_stream::find_pem_end(std::size_t from, std::size_t& end) const {
+  const std::string_view text(buf_);
+  for (std::size_t q = text.find(pem_end, from); q != std::string_view::npos; q = text.find(pem_end, q + 1)) {
+    const std::size_t limit = std::min(text.size(), q + pem_end_line_bytes_max);
+    const std::size_t t = text.substr(0, limit).find(pem_tail, q + pem_end.size());
+    if (t != std::string_view::npos) {
+      end = t + pem_tail.size();
+      return true;
+    }
+  }
+  return false;
+}
+
+void shard_masker::scan_stream::release(std::size_t to) {
+  const std::size_t keep = std::min(to, stream_context_bytes);
+  buf_.erase(0, to - keep);
+  context_ = keep;
+}
+
+status shard_masker::scan_stream::step(bool final, std::string& out) {
+  const auto pem_label = static_cast<std::uint16_t>(detector::private_key);
+  for (;;) {
+    const std::size_t held = context_;
+    const std::size_t n = buf_.size();
+    if (held == n) return status::ok();
+    const std::string_view text(buf_);
+    if (in_pem_) {
+      std::size_t end = 0;
+      if (find_pem_end(held, end)) {
+        m_.write_fill(text.substr(held, end - held), pem_label, out);
+        in_pem_ = false;
+        release(end);
+        continue;  // the rest is scanned as usual
+      }
+      // Everything up to what could be the start of an END line is key.
+      const std::size_t to = final ? n : std::max(held, n > pem_end_line_bytes_max ? n - pem_end_line_bytes_max : 0);
+      m_.write_fill(text.substr(held, to - held), pem_label, out);
+      release(to);
+      return status::ok();
+    }
+    if (m_.scan(text, false) == scan_result::failed)
+      return {errc::io, "the scan of a streamed value failed"};
+    std::size_t to = n;
+    bool forced = false;
+    if (!final) {
+      const std::size_t lagged = std::max(held, n > stream_lag_bytes ? n - stream_lag_bytes : 0);
+      to = std::min(lagged, std::max(held, m_.growing_from_));
+      for (const candidate& c : m_.merged_)
+        if (c.start < to && c.end > to) to = std::max<std::size_t>(held, c.start);
+      if (n - to > stream_token_bytes_max) {
+        // Longer than any detector's token but a PEM block's (or a policy
+        // pattern's match): released masked as far as the lag allows.
+        to = lagged;
+        forced = true;
+      }
+    }
+    std::size_t copied = held;
+    for (const candidate& c : m_.merged_) {
+      if (c.end <= held) continue;  // released before
+      if (c.start >= to) break;
+      if (strict_)
+        return {errc::unsupported, "a value of " + type_name(type_oid_) +
+                                       " in a row bigger than limits.masked_row_bytes_max holds a match, and its "
+                                       "format cannot be rewritten in place"};
+      const std::size_t s = std::max<std::size_t>(c.start, held);
+      const std::size_t e = std::min<std::size_t>(c.end, to);
+      out.append(text.substr(copied, s - copied));
+      m_.write_fill(text.substr(s, e - s), c.label, out);
+      if (c.start >= held) ++m_.hits_[c.label];  // counted once, when its start is released
+      rewritten_ = true;
+      copied = e;
+    }
+    out.append(text.substr(copied, to - copied));
+    if (forced)
+      for (const candidate& c : m_.found_)
+        if (c.label == pem_label && c.start < to && c.end == n) in_pem_ = true;
+    release(to);
+    return status::ok();
+  }
+}
+
+// A column rule on a text-like value: every byte becomes '*'; json stays a
+// JSON string ("**...*") of the same length (binary jsonb keeps its version).
+class shard_masker::fill_stream final : public value_stream {
+ public:
+  fill_stream(shard_masker& m, bool json, bool version_byte, std::uint16_t label)
+      : m_(m), json_(json), version_byte_(version_byte), label_(label) {}
+
+  status feed(std::span<const std::uint8_t> in, std::string& out) override {
+    m_.bytes_scanned_ += in.size();
+    if (version_byte_ && !in.empty()) {
+      if (in[0] != 1) return {errc::unsupported, "a binary jsonb value of unknown version cannot be masked"};
+      version_byte_ = false;
+      out += '\x01';
+      in = in.subspan(1);
+    }
+    if (in.empty()) return status::ok();
+    rewritten_ = true;
+    if (!json_) {
+      out.append(in.size(), '*');
+      return status::ok();
+    }
+    // The last byte is held back: it becomes the closing quote.
+    const std::size_t ready = in.size() - 1 + (holding_ ? 1 : 0);
+    for (std::size_t i = 0; i < ready; ++i) out += written_++ == 0 ? '"' : '*';
+    holding_ = true;
+    return status::ok();
+  }
+  status finish(std::string& out) override {
+    if (holding_) out += written_ == 0 ? '0' : '"';  // one byte of JSON: a number
+    holding_ = false;
+    ++m_.hits_[label_];  // one per value, as for a whole one
+    return status::ok();
+  }
+  std::size_t held_bytes() const override { return holding_ ? 1 : 0; }
+  bool rewritten() const override { return rewritten_; }
+
+ private:
+  shard_masker& m_;
+  bool json_;
+  bool version_byte_;
+  std::uint16_t label_;
+  bool holding_ = false;
+  std::uint64_t written_ = 0;
+  bool rewritten_ = false;
+};
+
+// Integers and numerics in a streamed row, collected whole (they are small)
+// and rewritten in the same width.
+class shard_masker::number_stream final : public value_stream {
+ public:
+  number_stream(shard_masker& m, const column_plan& plan) : m_(m), plan_(plan) {}
+
+  status feed(std::span<const std::uint8_t> in, std::string& out) override {
+    (void)out;
+    m_.bytes_scanned_ += in.size();
+    if (value_.size() + in.size() > stream_number_bytes_max)
+      return {errc::unsupported, "a value of " + type_name(plan_.type_oid) + " longer than " +
+                                     std::to_string(stream_number_bytes_max) + " bytes"};
+    value_.append(as_chars(in));
+    return status::ok();
+  }
+  status finish(std::string& out) override {
+    const std::string before = value_;
+    if (status s = m_.number_in_place(plan_, value_); !s) return s;
+    assert(value_.size() == before.size());
+    rewritten_ = value_ != before;
+    out += value_;
+    value_.clear();
+    return status::ok();
+  }
+  std::size_t held_bytes() const override { return value_.size(); }
+  bool rewritten() const override { return rewritten_; }
+
+ private:
+  shard_masker& m_;
+  column_plan plan_;
+  std::string value_;
+  bool rewritten_ = false;
+};
+
+// mask_numeric and mask_forced for integers and numerics, in the value's
+// width: a NULL or a shorter number is not possible once the length is sent,
+// so digits are zeroed (all of them for null and hash) and leading zeros stay.
+status shard_masker::number_in_place(const column_plan& plan, std::string& value) {
+  const type_class tc = classify(plan.type_oid);
+  const auto bytes = std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(value.data()), value.size());
+  if (plan.how == column_plan::mode::numeric) {
+    const auto card_label = static_cast<std::uint16_t>(detector::credit_card);
+    if (plan.binary) {
+      std::int64_t v = 0;
+      if (tc != type_class::integer || !binary_card(bytes, v)) return status::ok();
+      ++hits_[card_label];
+      std::string rewritten;
+      write_be_int(last_four(v), value.size(), rewritten);
+      value = std::move(rewritten);
+      return status::ok();
+    }
+    std::size_t first = 0, int_end = 0;
+    if (!numeric_card(value, first, int_end)) return status::ok();
+    ++hits_[card_label];
+    zero_but_last_four(value, first, int_end);
+    return status::ok();
+  }
+  assert(plan.how == column_plan::mode::forced);
+  ++hits_[detector_count + plan.rule];
+  const bool all = plan.style == mask_style::null || plan.style == mask_style::hash;
+  if (plan.binary) {
+    std::int64_t v = 0;
+    if (tc != type_class::integer || !read_be_int(bytes, v))
+      return {errc::unsupported, "a column rule cannot mask a binary " + type_name(plan.type_oid) +
+                                     " value in a row bigger than limits.masked_row_bytes_max"};
+    std::string rewritten;
+    write_be_int(all ? 0 : last_four(v), value.size(), rewritten);
+    value = std::move(rewritten);
+    return status::ok();
+  }
+  bool digits = false;
+  for (char c : value) digits |= is_digit(static_cast<unsigned char>(c));
+  if (!digits)  // NaN, Infinity: no number of that width is masked
+    return {errc::unsupported, "a column rule cannot mask a " + type_name(plan.type_oid) + " value \"" +
+                                   value.substr(0, 16) + "\" in a row bigger than limits.masked_row_bytes_max"};
+  if (all) {
+    for (char& c : value)
+      if (is_digit(static_cast<unsigned char>(c))) c = '0';
+  } else {
+    zero_but_last_four(value, 0, value.size());
+  }
+  return status::ok();
+}
+
+result<std::unique_ptr<value_stream>> shard_masker::stream_value(const column_plan& plan) {
+  const type_class tc = classify(plan.type_oid);
+  switch (plan.how) {
+    case column_plan::mode::pass:
+      return std::unique_ptr<value_stream>(std::make_unique<copy_stream>());
+    case column_plan::mode::numeric:
+      return std::unique_ptr<value_stream>(std::make_unique<number_stream>(*this, plan));
+    case column_plan::mode::text: {
+      bool strict = false, version_byte = false;
+      switch (tc) {
+        case type_class::text:
+        case type_class::json: break;
+        case type_class::jsonb: version_byte = plan.binary; break;
+        case type_class::inet: strict = true; break;
+        default: strict = plan.binary; break;  // text arrays, enums, citext: text unless binary
+      }
+      return std::unique_ptr<value_stream>(std::make_unique<scan_stream>(*this, strict, version_byte, plan.type_oid));
+    }
+    case column_plan::mode::forced:
+      break;
+  }
+  // Forced: counted when the value ends, so a stream made only to learn
+  // whether the plan can stream (result_filter does, before a row) costs nothing.
+  const auto label = static_cast<std::uint16_t>(detector_count + plan.rule);
+  std::unique_ptr<value_stream> s;
+  switch (tc) {
+    case type_class::integer:
+    case type_class::numeric:
+      if (!(tc == type_class::numeric && plan.binary)) s = std::make_unique<number_stream>(*this, plan);
+      break;
+    case type_class::text: s = std::make_unique<fill_stream>(*this, false, false, label); break;
+    case type_class::other:
+      if (!plan.binary) s = std::make_unique<fill_stream>(*this, false, false, label);
+      break;
+    case type_class::json: s = std::make_unique<fill_stream>(*this, true, false, label); break;
+    case type_class::jsonb: s = std::make_unique<fill_stream>(*this, true, plan.binary, label); break;
+    default: break;
+  }
+  if (s == nullptr)
+    return status{errc::unsupported, "column rule " + std::to_string(plan.rule) + " cannot mask a " +
+                                         std::string(plan.binary ? "binary " : "") + type_name(plan.type_oid) +
+                                         " value in place, and its row is bigger than limits.masked_row_bytes_max"};
+  return s;
+}
+
+result<std::unique_ptr<value_stream>> shard_masker::stream_text() {
+  return std::unique_ptr<value_stream>(std::make_unique<scan_stream>(*this, false, false, 0));
 }
 
 result<std::unique_ptr<agentgate::data_masker>> make_shard_masker(std::shared_ptr<const mask_engine> engine) {

@@ -29,6 +29,29 @@ namespace agentgate::masking {
 inline constexpr std::size_t hash_key_bytes_min = 16;
 inline constexpr std::size_t hash_key_bytes_max = 4096;
 
+// Streamed values (data_masker::stream_value / stream_text; docs/masking.md,
+// "Streamed values"). The input is scanned in slices with the block-mode
+// database over (held bytes + slice); bytes are released once no match can
+// still reach them.
+// Output trails input by at least this much: every detector's token and the
+// context it looks at (an email is at most 64 + 1 + 253 bytes) fit in it.
+inline constexpr std::size_t stream_lag_bytes = 4096;
+// A token an extractor saw run into the end of the held bytes (a JWT, a PEM
+// block, a policy pattern's match) is held whole up to this; a longer one is
+// released masked, and a PEM block then masks on to its END line.
+inline constexpr std::size_t stream_token_bytes_max = 64 * 1024;
+// Released bytes kept before the held ones as left context for the next
+// scan (an AWS secret's context word, "0." before a number).
+inline constexpr std::size_t stream_context_bytes = 128;
+// Input scanned per step.
+inline constexpr std::size_t stream_slice_bytes = 64 * 1024;
+// What a stream holds between calls, at most (value_stream::held_bytes());
+// a step holds at most one slice more.
+inline constexpr std::size_t stream_held_bytes_max = stream_context_bytes + stream_token_bytes_max;
+// Numeric values in a streamed row are collected whole (numeric's text form
+// is at most ~147 KB); a bigger one is malformed and fails closed.
+inline constexpr std::size_t stream_number_bytes_max = 256 * 1024;
+
 class mask_engine {
  public:
   // Compiles the enabled detectors and the policy's patterns into one

@@ -105,6 +105,9 @@ bool card_separator_at(const text_view& t, std::size_t i) {
 // the next field is a number. A decimal comma costs an over-mask at worst.
 bool number_continues_left(const text_view& t, std::size_t start) {
   const unsigned char b = t.before(start);
+  // COPY text escapes a newline or tab as "\n", "\t": the letter is not part
+  // of the number ("a\n4111 1111 1111 1111" holds a card).
+  if ((is_alpha(b) || b == '_') && start >= 2 && t.p[start - 2] == '\\') return false;
   if (is_alpha(b) || b == '_') return true;
   return b == '.' && start >= 2 && is_digit(t.p[start - 2]);
 }

@@ -1,5 +1,6 @@
 #include "protocols/postgres/result_filter.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -342,15 +343,11 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     case 'n':
       pop_if({kind::describe_statement, kind::describe_portal});
       return action::pass;
-    case 'D':
-      if (!in_result_ && front == kind::execute && !start_execute_result(outstanding_.front().name))
-        return refuse("cannot mask binary-format rows whose columns were never described to the gateway");
-      if (!in_result_) {
-        start_result({});
-        text_only_ = true;
-      }
-      if (masker_ == nullptr || !masker_->active()) return action::pass;
+    case 'D': {
+      const action a = begin_row();
+      if (a != action::rewritten) return a;
       return mask_row(frame, out);
+    }
     case 'C':
     case 'I':
     case 's':
@@ -403,10 +400,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       return action::pass;
     }
     case 'd':
-      if (masker_ == nullptr || !masker_->active()) {
-        if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
-        masker_ = next_masker_;
-      }
+      if (!begin_copy_row()) return action::pass;
       return mask_copy_row(frame, out);
     case 'c':
       copy_out_ = false;
@@ -414,6 +408,166 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     default:
       return action::pass;
   }
+}
+
+// The result a DataRow belongs to. pass: it is not masked; rewritten: mask it.
+result_filter::action result_filter::begin_row() {
+  const bool execute = !outstanding_.empty() && outstanding_.front().what == kind::execute;
+  if (!in_result_ && execute && !start_execute_result(outstanding_.front().name))
+    return refuse("cannot mask binary-format rows whose columns were never described to the gateway");
+  if (!in_result_) {
+    start_result({});
+    text_only_ = true;
+  }
+  if (masker_ == nullptr || !masker_->active()) return action::pass;
+  return action::rewritten;
+}
+
+// False: a CopyData that is not masked.
+bool result_filter::begin_copy_row() {
+  if (masker_ == nullptr || !masker_->active()) {
+    if (next_masker_ == nullptr || !next_masker_->active()) return false;
+    masker_ = next_masker_;
+  }
+  return true;
+}
+
+result_filter::action result_filter::on_backend_piece(const frame_header& header, bytes piece, bool first, bool last,
+                                                      std::string& out) {
+  ended_seq_ = 0;
+  const size_t mark = out.size();
+  if (first) {
+    piece_ = piece_state{};
+    if (outstanding_.size() > outstanding_messages_max)
+      return refuse("too many client messages waiting for their responses");
+    if (piece.size() < header_bytes) return refuse("a streamed frame's first piece lacks its header");
+    if (header.type == 'D') {
+      const action a = begin_row();
+      if (a != action::rewritten) return a;
+      if (text_only_) piece_.unknown = masker_->plan(result_column{});
+      // A column rule that cannot keep a value's length (a date, a uuid) is
+      // refused now, with an error the client can read, rather than in the
+      // middle of the row, which can only cut the connection.
+      for (const column_plan& plan : plans_)
+        if (plan.how == column_plan::mode::forced)
+          if (auto s = masker_->stream_value(plan); !s.is_ok()) return refuse(s.error().message());
+    } else if (header.type == 'd') {
+      if (!begin_copy_row()) return action::pass;
+      auto s = masker_->stream_text();
+      if (!s.is_ok()) return refuse(s.error().message());
+      piece_.stream = std::move(s.value());
+      piece_.copy = true;
+    } else {
+      return refuse(std::string("a streamed '") + header.type + "' frame cannot be masked");
+    }
+    piece_.active = true;
+    piece_.body_left = header.body_bytes();
+    piece_.frame_bytes = header.frame_bytes();
+    append_raw(out, piece.data(), header_bytes);
+    piece = piece.subspan(header_bytes);
+  } else if (!piece_.active) {
+    return action::pass;
+  }
+  if (piece.size() > piece_.body_left) return refuse("a streamed frame is longer than its header says");
+  piece_.body_left -= piece.size();
+  if (piece_.copy) {
+    if (status s = piece_.stream->feed(piece, out); !s) return refuse(s.message());
+  } else if (const action a = stream_row_bytes(piece, out); a == action::fail) {
+    return a;
+  }
+  if (last) {
+    if (piece_.body_left != 0) return refuse("a streamed frame ended before its length");
+    if (piece_.copy) {
+      if (status s = piece_.stream->finish(out); !s) return refuse(s.message());
+      if (piece_.stream->rewritten()) ++values_rewritten_;
+    } else if (piece_.where != piece_state::at::done) {
+      return refuse("malformed DataRow from the server");
+    }
+  }
+  piece_.out_bytes += out.size() - mark;
+  if (last) {
+    piece_.active = false;
+    piece_.stream.reset();
+    // Lengths were sent with the header: a masked frame must keep its size.
+    if (piece_.out_bytes != piece_.frame_bytes) return refuse("a streamed row did not keep its length");
+  }
+  return action::rewritten;
+}
+
+// The body of a streamed DataRow: the field count and each length (either
+// may be split across pieces) are copied, each value goes through its
+// column's value_stream.
+result_filter::action result_filter::stream_row_bytes(bytes in, std::string& out) {
+  using at = piece_state::at;
+  piece_state& st = piece_;
+  while (!in.empty()) {
+    switch (st.where) {
+      case at::count:
+      case at::length: {
+        const size_t want = st.where == at::count ? 2 : 4;
+        const size_t n = std::min(want - st.number_have, in.size());
+        std::memcpy(st.number + st.number_have, in.data(), n);
+        st.number_have += n;
+        append_raw(out, in.data(), n);
+        in = in.subspan(n);
+        if (st.number_have < want) break;
+        st.number_have = 0;
+        if (st.where == at::count) {
+          st.fields = read_u16(st.number);
+          if (!text_only_ && st.fields != plans_.size())
+            return refuse("DataRow has " + std::to_string(st.fields) + " fields but its RowDescription " +
+                          std::to_string(plans_.size()));
+          st.where = st.fields == 0 ? at::done : at::length;
+          break;
+        }
+        const uint32_t len = read_u32(st.number);
+        if (len == null_length) {
+          st.where = ++st.field == st.fields ? at::done : at::length;
+          break;
+        }
+        if (len > st.body_left + in.size()) return refuse("malformed DataRow from the server");
+        const column_plan& plan = text_only_ ? st.unknown : plans_[st.field];
+        st.stream.reset();
+        if (plan.how != column_plan::mode::pass) {
+          auto s = masker_->stream_value(plan);
+          if (!s.is_ok()) return refuse(s.error().message());
+          st.stream = std::move(s.value());
+        }
+        st.value_left = len;
+        st.where = at::value;
+        if (len == 0)
+          if (const action a = end_streamed_value(out); a == action::fail) return a;
+        break;
+      }
+      case at::value: {
+        const size_t n = std::min<size_t>(st.value_left, in.size());
+        if (st.stream == nullptr) {
+          append_raw(out, in.data(), n);
+        } else if (status s = st.stream->feed(in.first(n), out); !s) {
+          return refuse(s.message());
+        }
+        st.value_left -= static_cast<uint32_t>(n);
+        in = in.subspan(n);
+        if (st.value_left == 0)
+          if (const action a = end_streamed_value(out); a == action::fail) return a;
+        break;
+      }
+      case at::done:
+        return refuse("malformed DataRow from the server");
+    }
+  }
+  return action::rewritten;
+}
+
+result_filter::action result_filter::end_streamed_value(std::string& out) {
+  piece_state& st = piece_;
+  if (st.stream != nullptr) {
+    if (status s = st.stream->finish(out); !s) return refuse(s.message());
+    if (st.stream->rewritten()) ++values_rewritten_;
+    st.stream.reset();
+  }
+  st.where = ++st.field == st.fields ? piece_state::at::done : piece_state::at::length;
+  return action::rewritten;
 }
 
 result_filter::action result_filter::mask_row(bytes frame, std::string& out) {

@@ -100,6 +100,17 @@ class result_filter {
   // A whole server frame (header included).
   action on_backend(const frame_header& header, bytes frame, std::string& out);
 
+  // A piece of a DataRow or CopyData too big to collect whole (frame_sink::
+  // on_frame_piece: the first piece starts with the header). Each value is
+  // masked in place as it streams through the data_masker's value_stream,
+  // so the lengths already sent stay right. rewritten: send `out`, which may
+  // be shorter or longer than the piece (a bounded window of a value is held
+  // back), and over the whole frame is exactly its length. pass: the result
+  // is not masked; send the pieces as they are. fail: failure().
+  action on_backend_piece(const frame_header& header, bytes piece, bool first, bool last, std::string& out);
+  // Between the first and the last piece of a frame on_backend_piece masks.
+  bool streaming() const { return piece_.active; }
+
   // The columns of the result in progress (names), for recordings.
   const std::vector<row_column>& columns() const { return columns_; }
   // Set by on_backend when the frame just seen ended a command's result
@@ -137,6 +148,10 @@ class result_filter {
   bool start_execute_result(const std::string& portal_name);
   void end_result();
   void pop_until_sync();
+  action begin_row();
+  bool begin_copy_row();
+  action stream_row_bytes(bytes in, std::string& out);
+  action end_streamed_value(std::string& out);
   action mask_row(bytes frame, std::string& out);
   action mask_fields(const frame_header& header, bytes frame, std::string& out);
   action mask_notification(bytes frame, std::string& out);
@@ -158,6 +173,25 @@ class result_filter {
   std::unordered_map<std::string, statement> statements_;
   std::unordered_map<std::string, portal> portals_;
   std::string value_out_;  // scratch for one rewritten value
+
+  // A streamed DataRow or CopyData in progress (on_backend_piece).
+  struct piece_state {
+    enum class at : uint8_t { count, length, value, done };
+    bool active = false;
+    bool copy = false;          // CopyData: the body is one text stream
+    at where = at::count;
+    uint8_t number[4] = {};     // a field count or length, maybe split across pieces
+    size_t number_have = 0;
+    uint16_t fields = 0;
+    uint16_t field = 0;
+    uint32_t value_left = 0;
+    uint64_t body_left = 0;     // body bytes not yet received
+    uint64_t out_bytes = 0;     // sent for this frame so far
+    uint64_t frame_bytes = 0;
+    column_plan unknown;        // every column's, when text_only_
+    std::unique_ptr<value_stream> stream;  // the value in progress's; null: passed as is
+  };
+  piece_state piece_;
   std::string failure_;
   uint64_t values_rewritten_ = 0;
   uint64_t ended_seq_ = 0;

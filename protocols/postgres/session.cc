@@ -89,19 +89,32 @@ class session::upstream_sink final : public frame_sink {
     }
     if (first) {
       ++s_.probe_.frames_from_upstream;
-      if (s_.filter_.active()) {
-        // Bigger than masking may hold: it cannot be rewritten, so it does not pass.
-        ++s_.probe_.masking_refusals;
-        s_.fail("54000", std::string("a result row of ") + std::to_string(h.frame_bytes()) +
-                             " bytes is larger than masking can hold (limits.masked_row_bytes_max)");
-        return false;
-      }
       if (s_.tracking_ && h.type == 'D') {
         ++s_.result_rows_total_;
         s_.result_rows_truncated_ = true;  // streamed, not kept
       }
     }
+    if (first ? s_.filter_.active() : s_.filter_.streaming()) {
+      // Bigger than masking holds whole (limits.masked_row_bytes_max): each
+      // value is masked in place as it streams; `out` may lag the piece.
+      std::string& out = s_.rewritten_;
+      out.clear();
+      const uint64_t rewritten_before = s_.filter_.values_rewritten();
+      switch (s_.filter_.on_backend_piece(h, piece, first, last, out)) {
+        case result_filter::action::pass:
+          break;
+        case result_filter::action::rewritten:
+          s_.probe_.values_masked += s_.filter_.values_rewritten() - rewritten_before;
+          piece = as_bytes(out);
+          break;
+        case result_filter::action::fail:
+          ++s_.probe_.masking_refusals;
+          s_.fail("0A000", "masking: " + s_.filter_.failure());
+          return false;
+      }
+    }
     s_.client_mid_frame_ = !last;
+    if (piece.empty()) return true;
     s_.bytes_to_client_ += piece.size();
     s_.io_->send(peer::client, piece);
     return true;

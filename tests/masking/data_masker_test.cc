@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -394,5 +395,192 @@ TEST(TextTypes, BinaryAndJson) {
   EXPECT_EQ(masked_value(*m, col(oid_uuid), "bob@example.com"), "bob@example.com");
 }
 
+
+// --- streamed values ----------------------------------------------------------
+
+// Streams `in` through a fresh stream in pieces: the first `first` bytes, then
+// `piece` at a time. The output, or nullopt on an error.
+std::optional<std::string> streamed(value_stream& s, std::string_view in, std::size_t first, std::size_t piece) {
+  std::string out;
+  std::size_t at = 0;
+  for (bool head = true; at < in.size(); head = false) {
+    const std::size_t n = std::min(head ? first : piece, in.size() - at);
+    if (!s.feed(bytes(in.substr(at, n)), out).is_ok()) return std::nullopt;
+    at += n;
+  }
+  if (!s.finish(out).is_ok()) return std::nullopt;
+  return out;
+}
+
+std::unique_ptr<value_stream> text_stream(data_masker& m) {
+  auto s = m.stream_text();
+  EXPECT_TRUE(s.is_ok());
+  return std::move(s.value());
+}
+
+TEST(Streamed, CardAndEmailSplitAtEveryOffset) {
+  auto m = make_masker(only({{"credit_card", mask_style::partial}, {"email", mask_style::partial}}));
+  // Longer than the lag, so bytes are released before the end; the card
+  // sits where the lag falls after the first slice.
+  const std::string pad(stream_lag_bytes - 10, 'x');
+  const std::string in = pad + " 4111 1111 1111 1111 " + pad + " alice.smith@example.com, bob@example.org\n";
+  const std::string want = pad + " **** **** **** 1111 " + pad + " ***********@example.com, ***@example.org\n";
+  const auto card = static_cast<std::size_t>(detector::credit_card);
+  const auto email = static_cast<std::size_t>(detector::email);
+  for (std::size_t k = 0; k <= in.size(); ++k) {
+    const std::uint64_t cards = m->hits()[card], emails = m->hits()[email];
+    auto s = text_stream(*m);
+    const auto out = streamed(*s, in, k, in.size());
+    ASSERT_TRUE(out.has_value());
+    ASSERT_EQ(out->size(), in.size()) << "split at " << k;
+    ASSERT_TRUE(*out == want) << "split at " << k;
+    ASSERT_EQ(m->hits()[card] - cards, 1u) << "split at " << k;
+    ASSERT_EQ(m->hits()[email] - emails, 2u) << "split at " << k;
+    EXPECT_TRUE(s->rewritten());
+  }
+  for (std::size_t p : {1, 2, 3, 7, 19, 64, 1000, 4095, 4096, 4097}) {
+    auto s = text_stream(*m);
+    const auto out = streamed(*s, in, p, p);
+    ASSERT_TRUE(out.has_value());
+    ASSERT_TRUE(*out == want) << "pieces of " << p;
+  }
+  // Redact, hash and null cannot change the length: '*' fill, separators kept.
+  auto r = make_masker(only({{"credit_card", mask_style::redact}, {"email", mask_style::null}}));
+  auto s = text_stream(*r);
+  EXPECT_EQ(streamed(*s, "card 4111-1111-1111-1111, mail alice.smith@example.com", 3, 5),
+            "card ****-****-****-****, mail *****.*************.***");
+}
+
+TEST(Streamed, MemoryIsBounded) {
+  auto m = make_masker(only({{"credit_card", mask_style::partial}, {"email", mask_style::partial}}));
+  auto s = text_stream(*m);
+  // 64 KiB pieces; a card spans every boundary between them, an email sits
+  // in the middle of each.
+  constexpr std::size_t piece_bytes = 64 * 1024, pieces = 1024;
+  std::string piece(piece_bytes, 'a');
+  for (std::size_t i = 79; i < piece_bytes; i += 80) piece[i] = ' ';
+  piece.replace(0, 10, "1111 1111 ");  // the second half of the card the previous piece starts
+  piece.replace(piece_bytes / 2, 25, " carol.jones@example.com ");
+  piece.replace(piece_bytes - 11, 11, " 4111 1111 ");
+  std::string out, tail;
+  std::size_t total = 0, raw_cards = 0, masked_cards = 0;
+  std::size_t held_max = 0;
+  auto look = [&](std::size_t from) {
+    const std::string window = tail + out.substr(from);
+    for (std::size_t at = window.find("4111 1111 1111 1111"); at != std::string::npos;
+         at = window.find("4111 1111 1111 1111", at + 1))
+      ++raw_cards;
+    for (std::size_t at = window.find("**** **** **** 1111"); at != std::string::npos;
+         at = window.find("**** **** **** 1111", at + 1))
+      ++masked_cards;
+    EXPECT_EQ(window.find("carol.jones@"), std::string::npos);
+    tail = window.substr(window.size() > 64 ? window.size() - 64 : 0);
+  };
+  for (std::size_t i = 0; i < pieces; ++i) {
+    out.clear();
+    ASSERT_TRUE(s->feed(bytes(piece), out).is_ok());
+    total += out.size();
+    look(0);
+    held_max = std::max(held_max, s->held_bytes());
+    ASSERT_LE(s->held_bytes(), stream_held_bytes_max);
+  }
+  out.clear();
+  ASSERT_TRUE(s->finish(out).is_ok());
+  total += out.size();
+  look(0);
+  EXPECT_EQ(total, piece_bytes * pieces);
+  EXPECT_EQ(raw_cards, 0u);
+  EXPECT_EQ(masked_cards, pieces - 1);
+  EXPECT_EQ(m->hits()[static_cast<std::size_t>(detector::credit_card)], pieces - 1);
+  EXPECT_EQ(m->hits()[static_cast<std::size_t>(detector::email)], pieces);
+  // Plain text holds the lag and a little context, not a slice.
+  EXPECT_LE(held_max, stream_lag_bytes + stream_context_bytes + 64);
+  EXPECT_EQ(m->bytes_scanned(), piece_bytes * pieces);
+}
+
+TEST(Streamed, LongTokensAreHeldWhole) {
+  auto m = make_masker(masking_settings{});
+  // A JWT longer than the lag, fed in small pieces.
+  const std::string jwt = "eyJhbGciOiJIUzI1NiJ9.eyJ" + std::string(10000, 'Q') + ".c2ln";
+  const std::string in = "token " + jwt + " end";
+  auto s = text_stream(*m);
+  const auto out = streamed(*s, in, 100, 100);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(*out == "token " + std::string(20, '*') + "." + std::string(10003, '*') + ".**** end");
+
+  // A private key block longer than a held token: masked to its END line.
+  std::string body;
+  for (int i = 0; i < 3000; ++i) body += std::string(64, 'A' + i % 26) + "\n";
+  const std::string pem = "-----BEGIN PRIVATE KEY-----\n" + body + "-----END PRIVATE KEY-----";
+  const std::string text = "key: " + pem + "\nafter 4111111111111111\n";
+  auto p = text_stream(*m);
+  const auto masked = streamed(*p, text, 4096, 4096);
+  ASSERT_TRUE(masked.has_value());
+  ASSERT_EQ(masked->size(), text.size());
+  const std::string head = "key: -----***** ******* ***-----\n";
+  EXPECT_EQ(masked->substr(0, head.size()), head);
+  const std::string key_part = masked->substr(5, pem.size());
+  EXPECT_EQ(key_part.find_first_not_of("*-\n "), std::string::npos);
+  EXPECT_EQ(masked->substr(5 + pem.size()), "\nafter ****************\n");
+  // Without an END line, to the end of the value.
+  auto q = text_stream(*m);
+  const std::string cut = "key: -----BEGIN RSA PRIVATE KEY-----\n" + body;
+  const auto masked_cut = streamed(*q, cut, 65536, 65536);
+  ASSERT_TRUE(masked_cut.has_value());
+  EXPECT_EQ(masked_cut->substr(5).find_first_not_of("*-\n "), std::string::npos);
+}
+
+TEST(Streamed, ColumnsByPlan) {
+  masking_settings s = only({{"credit_card", mask_style::partial}, {"email", mask_style::redact}});
+  s.columns.push_back({"^secret$", "", mask_style::redact});
+  s.columns.push_back({"^gone$", "", mask_style::null});
+  auto m = make_masker(s);
+  auto run = [&](const result_column& c, std::string_view in) -> std::optional<std::string> {
+    auto st = m->stream_value(m->plan(c));
+    if (!st.is_ok()) return std::nullopt;
+    return streamed(*st.value(), in, 3, 2);
+  };
+  result_column bin_int8 = text_column("n", oid_int8);
+  bin_int8.binary = true;
+  result_column bin_array = text_column("tags", oid_text_array);
+  bin_array.binary = true;
+  result_column bin_jsonb = text_column("doc", oid_jsonb);
+  bin_jsonb.binary = true;
+  // Scanned and numeric columns.
+  EXPECT_EQ(run(text_column(), "a 4111111111111111 b"), "a ************1111 b");
+  EXPECT_EQ(run(text_column("doc", oid_json), R"({"m":"bob@example.com"})"), R"({"m":"***********.***"})");
+  EXPECT_EQ(run(bin_jsonb, std::string("\x01") + R"({"m":"bob@example.com"})"),
+            std::string("\x01") + R"({"m":"***********.***"})");
+  EXPECT_EQ(run(text_column("n", oid_int8), "4111111111111111"), "0000000000001111");
+  EXPECT_EQ(run(text_column("n", oid_numeric), "-4111111111111111.50"), "-0000000000001111.50");
+  EXPECT_EQ(run(text_column("n", oid_int8), "1234"), "1234");
+  EXPECT_EQ(run(bin_int8, be(4111111111111111, 8)), be(1111, 8));
+  EXPECT_EQ(run(text_column("b", oid_bytea), "\\x4111111111111111"), "\\x4111111111111111");
+  EXPECT_EQ(run(bin_array, "no match here"), "no match here");
+  EXPECT_EQ(run(bin_array, "bob@example.com"), std::nullopt);  // cannot be rewritten in place
+  // Column rules: '*' fill for text, digits for numbers, JSON stays a string.
+  EXPECT_EQ(run(text_column("secret"), "hunter2"), "*******");
+  EXPECT_EQ(run(text_column("secret", oid_json), R"({"a":1})"), R"("*****")");
+  EXPECT_EQ(run(text_column("secret", oid_int8), "-123456"), "-003456");
+  EXPECT_EQ(run(text_column("gone", oid_int4), "123456"), "000000");
+  EXPECT_EQ(run(text_column("secret", oid_numeric), "NaN"), std::nullopt);
+  EXPECT_EQ(run(text_column("secret", oid_date), "2024-01-01"), std::nullopt);
+  EXPECT_EQ(run(text_column("secret", oid_uuid), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), std::nullopt);
+  auto st = m->stream_value(m->plan(text_column("secret", oid_date)));
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.error().message().find("masked_row_bytes_max"), std::string::npos) << st.error().message();
+}
+
+TEST(Streamed, CopyRowsKeepFraming) {
+  auto m = make_masker(only({{"credit_card", mask_style::redact}, {"private_key", mask_style::redact}}));
+  const std::string row =
+      "1\t4111 1111 1111 1111\t\"x\"\t-----BEGIN PRIVATE KEY-----\\nMIIE\\n-----END PRIVATE KEY-----\n";
+  for (std::size_t p = 1; p <= row.size(); ++p) {
+    auto s = text_stream(*m);
+    ASSERT_EQ(streamed(*s, row, p, p),
+              "1\t**** **** **** ****\t\"x\"\t-----***** ******* ***-----\\n****\\n-----*** ******* ***-----\n")
+        << "pieces of " << p;
+  }
+}
 }  // namespace
 }  // namespace agentgate::masking

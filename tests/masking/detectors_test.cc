@@ -180,6 +180,17 @@ TEST(Detectors, SeveralMatchesInOneValue) {
             "[REDACTED:credit_card] [REDACTED:credit_card]");
 }
 
+// COPY and CSV rows: a comma ends a number (the next field is not part of
+// it), and a COPY text escape before the digits does not glue to them.
+TEST(Detectors, CopyAndCsvFramingDoesNotHideNumbers) {
+  auto m = make_masker(masking_settings{});
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(masked_text(*m, "1,4111 1111 1111 1111,123"), "1,[REDACTED:credit_card],123");
+  EXPECT_EQ(masked_text(*m, "4111111111111111,123-45-6789"), "[REDACTED:credit_card],[REDACTED:us_ssn]");
+  EXPECT_EQ(masked_text(*m, "note\\n4111 1111 1111 1111\\tx"), "note\\n[REDACTED:credit_card]\\tx");
+  EXPECT_EQ(masked_text(*m, "ref4111111111111111"), "ref4111111111111111");  // glued to a word
+}
+
 TEST(Detectors, OverlapsMergeLeftmostLongest) {
   auto m = make_masker(masking_settings{});
   ASSERT_NE(m, nullptr);

@@ -4,6 +4,8 @@
 
 #include <optional>
 
+#include "masking/data_masker.h"
+
 namespace agentgate::pg {
 namespace {
 
@@ -273,5 +275,199 @@ TEST_F(result_filter_test, inactive_masker_passes_everything) {
   EXPECT_EQ(masker->values_seen, 0);
 }
 
+
+// --- rows too big to collect: masked in place as they stream -------------------
+
+// The real engine: cards and emails partial (last four, the domain), the
+// other detectors redact.
+std::shared_ptr<data_masker> real_masker() {
+  masking_settings s;
+  s.present = true;
+  s.detectors = {{"credit_card", mask_style::partial}, {"email", mask_style::partial}};
+  s.columns.push_back({"(?i)^secret$", "", mask_style::redact});
+  auto engine = masking::mask_engine::build(s);
+  EXPECT_TRUE(engine.is_ok());
+  auto m = masking::make_shard_masker(engine.value());
+  EXPECT_TRUE(m.is_ok());
+  return std::shared_ptr<data_masker>(std::move(m.value()));
+}
+
+class streamed_row_test : public ::testing::Test {
+ protected:
+  streamed_row_test() { filter.set_masker(masker); }
+
+  void start_query(const std::vector<col>& cols) {
+    filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7);
+    const std::string t = row_description(cols);
+    const header_result h = decode_header(direction::backend, as_bytes(t), 1u << 20);
+    std::string unused;
+    ASSERT_EQ(filter.on_backend(h.header, as_bytes(t), unused), result_filter::action::pass);
+  }
+  void end_query() {
+    std::string unused;
+    for (const std::string& f : {frame('C', std::string("SELECT 1\0", 9)), frame('Z', "I")}) {
+      const header_result h = decode_header(direction::backend, as_bytes(f), 1u << 20);
+      (void)filter.on_backend(h.header, as_bytes(f), unused);
+    }
+  }
+
+  // Streams frame `f` cut into pieces: the first `first_bytes` (at least the
+  // header), then `piece_bytes` at a time. What the client would get, or
+  // nullopt when the filter failed.
+  std::optional<std::string> stream(const std::string& f, size_t first_bytes, size_t piece_bytes) {
+    const header_result h = decode_header(direction::backend, as_bytes(f), 1u << 30);
+    EXPECT_EQ(h.status, frame_status::frame);
+    std::string sent;
+    size_t at = 0;
+    bool first = true;
+    while (at < f.size()) {
+      const size_t n = std::min(first ? std::max<size_t>(first_bytes, header_bytes) : piece_bytes, f.size() - at);
+      const bool last = at + n == f.size();
+      std::string out;
+      const auto a = filter.on_backend_piece(h.header, as_bytes(f).subspan(at, n), first, last, out);
+      if (a == result_filter::action::fail) return std::nullopt;
+      sent += a == result_filter::action::pass ? f.substr(at, n) : out;
+      EXPECT_EQ(filter.streaming(), !last && a != result_filter::action::pass);
+      at += n;
+      first = false;
+    }
+    return sent;
+  }
+
+  std::shared_ptr<data_masker> masker = real_masker();
+  result_filter filter;
+};
+
+constexpr const char* card = "4111 1111 1111 1111";
+constexpr const char* email = "alice.smith@example.com";
+
+// A text value of about 9 KiB (more than the stream's lag) with a card where
+// the lag falls and an email near its end.
+std::string big_note() {
+  std::string v(4080, 'x');
+  v += std::string(" ") + card + " ";
+  v += std::string(5000, 'y');
+  v += std::string(" ") + email + " z";
+  return v;
+}
+std::string big_note_masked() {
+  std::string v(4080, 'x');
+  v += " **** **** **** 1111 ";
+  v += std::string(5000, 'y');
+  v += " ***********@example.com z";
+  return v;
+}
+
+TEST_F(streamed_row_test, a_row_split_at_every_point_is_masked_in_place) {
+  // int4, text, bytea (passed), int8 (numeric), NULL, a text column a rule masks.
+  const std::vector<col> cols = {{"id", 23}, {"note", 25}, {"blob", 17}, {"n", 20}, {"empty", 25}, {"secret", 25}};
+  const std::string raw_blob = std::string("\\x") + "4111111111111111";
+  const std::string f = data_row({"42", big_note(), raw_blob, "4111111111111111", std::nullopt, "hunter2"});
+  start_query(cols);
+  const uint64_t cards_before = masker->hits()[0];
+  const auto whole = stream(f, f.size(), f.size());
+  ASSERT_TRUE(whole.has_value()) << filter.failure();
+  ASSERT_EQ(whole->size(), f.size());
+  const auto values = decode_row(*whole);
+  ASSERT_EQ(values.size(), 6u);
+  EXPECT_EQ(values[0], "42");
+  EXPECT_TRUE(values[1] == big_note_masked());
+  EXPECT_EQ(values[2], raw_blob);              // bytea: never looked at
+  EXPECT_EQ(values[3], "0000000000001111");    // same width: the length was sent
+  EXPECT_EQ(values[4], std::nullopt);
+  EXPECT_EQ(values[5], "*******");             // a column rule fills the value
+  EXPECT_EQ(masker->hits()[0] - cards_before, 2u);  // the note's card and the int8
+  EXPECT_EQ(filter.values_rewritten(), 3u);
+
+  // Two pieces, cut at every byte (field counts and lengths split too).
+  for (size_t k = header_bytes; k < f.size(); ++k) {
+    const auto got = stream(f, k, f.size());
+    ASSERT_TRUE(got.has_value()) << "cut at " << k << ": " << filter.failure();
+    ASSERT_TRUE(*got == *whole) << "cut at " << k;
+  }
+  // Every piece size from 1 to 64, and a few around the lag.
+  for (size_t p : {1, 2, 3, 4, 5, 7, 13, 31, 64, 4095, 4096, 4097}) {
+    const auto got = stream(f, header_bytes, p);
+    ASSERT_TRUE(got.has_value()) << "pieces of " << p << ": " << filter.failure();
+    ASSERT_TRUE(*got == *whole) << "pieces of " << p;
+  }
+  for (size_t p = 8; p <= 64; ++p) {
+    const auto got = stream(f, p, p);
+    ASSERT_TRUE(got.has_value());
+    ASSERT_TRUE(*got == *whole) << "pieces of " << p;
+  }
+  end_query();
+}
+
+TEST_F(streamed_row_test, rows_of_an_undescribed_result_are_streamed_as_text) {
+  // A DataRow with no RowDescription in front: every value is text.
+  filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7);
+  const std::string f = data_row({big_note(), "4111111111111111"});
+  const auto got = stream(f, 100, 1000);
+  ASSERT_TRUE(got.has_value()) << filter.failure();
+  const auto values = decode_row(*got);
+  EXPECT_TRUE(values[0] == big_note_masked());
+  EXPECT_EQ(values[1], "************1111");
+}
+
+TEST_F(streamed_row_test, copy_rows_keep_their_framing) {
+  filter.on_frontend('Q', as_bytes(std::string("copy\0", 5)), 7);
+  std::string unused;
+  const std::string h = frame('H', std::string(1, '\0') + u16(2) + u16(0) + u16(0));
+  ASSERT_EQ(filter.on_backend(decode_header(direction::backend, as_bytes(h), 1u << 20).header, as_bytes(h), unused),
+            result_filter::action::pass);
+  const std::string row = "1\t" + big_note() + "\\n\t" + card + "\n";
+  const std::string f = frame('d', row);
+  const auto whole = stream(f, f.size(), f.size());
+  ASSERT_TRUE(whole.has_value()) << filter.failure();
+  EXPECT_TRUE(*whole == frame('d', "1\t" + big_note_masked() + "\\n\t**** **** **** 1111\n"));
+  for (size_t p : {1, 5, 64, 1000, 4096}) {
+    const auto got = stream(f, header_bytes, p);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_TRUE(*got == *whole) << "pieces of " << p;
+  }
+}
+
+TEST_F(streamed_row_test, malformed_streamed_rows_fail_closed) {
+  start_query({{"note", 25}});
+  // A field longer than the frame.
+  EXPECT_FALSE(stream(frame('D', u16(1) + u32(100) + std::string(50, 'a')), 5, 7).has_value());
+  // More fields than the description.
+  EXPECT_FALSE(stream(data_row({"a", "b"}), 5, 3).has_value());
+  EXPECT_NE(filter.failure().find("RowDescription"), std::string::npos);
+  // Bytes after the last field.
+  EXPECT_FALSE(stream(frame('D', u16(1) + u32(1) + "ab"), 5, 2).has_value());
+  // A frame that ends inside a length.
+  EXPECT_FALSE(stream(frame('D', u16(1) + "\\0\\0"), 5, 1).has_value());
+}
+
+TEST_F(streamed_row_test, a_match_in_a_binary_value_fails_closed) {
+  // A binary text[] cannot be rewritten in place; without a match it passes.
+  filter.on_frontend('P', as_bytes(std::string("s\0select\0", 9) + u16(0)), 7);
+  filter.on_frontend('D', as_bytes(std::string("Ss\0", 3)), 0);
+  filter.on_frontend('S', {}, 0);
+  std::string unused;
+  for (const std::string& f : {frame('1', ""), frame('t', u16(0)), row_description({{"tags", 1009}}), frame('Z', "I")})
+    (void)filter.on_backend(decode_header(direction::backend, as_bytes(f), 1u << 20).header, as_bytes(f), unused);
+  filter.on_frontend('B', as_bytes(std::string("\0s\0", 3) + u16(0) + u16(0) + u16(1) + u16(1)), 0);
+  filter.on_frontend('E', as_bytes(std::string("\0", 1) + u32(0)), 0);
+  filter.on_frontend('S', {}, 0);
+  (void)filter.on_backend(decode_header(direction::backend, as_bytes(frame('2', "")), 1u << 20).header,
+                          as_bytes(frame('2', "")), unused);
+  const std::string clean = data_row({std::string(9000, 'a')});
+  EXPECT_TRUE(stream(clean, 5, 4096).has_value()) << filter.failure();
+  EXPECT_FALSE(stream(data_row({big_note()}), 5, 4096).has_value());
+  EXPECT_NE(filter.failure().find("in place"), std::string::npos) << filter.failure();
+}
+
+TEST_F(result_filter_test, a_masker_that_cannot_stream_fails_closed) {
+  frontend(frame('Q', std::string("select\0", 7)));
+  backend(row_description({{"note", 25}}));
+  const std::string f = data_row({"a secret"});
+  const header_result h = decode_header(direction::backend, as_bytes(f), 1u << 20);
+  std::string o;
+  EXPECT_EQ(filter.on_backend_piece(h.header, as_bytes(f).first(12), true, false, o), result_filter::action::fail);
+  EXPECT_NE(filter.failure().find("streamed"), std::string::npos);
+}
 }  // namespace
 }  // namespace agentgate::pg
