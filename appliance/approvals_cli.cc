@@ -16,6 +16,7 @@
 
 #include "appliance/admin_server.h"
 #include "core/status.h"
+#include "core/text.h"
 
 namespace agentgate {
 namespace {
@@ -116,75 +117,6 @@ result<std::string> read_token_file(const std::string& path) {
   return token;
 }
 
-// Terminal-safe text: C0/C1 controls, DEL, line and paragraph separators and
-// bidirectional controls are written as escapes. Input is UTF-8 (simdjson
-// checked it); a stray byte is escaped too.
-std::string printable(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  char buf[16];
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      if (c == '\n') out += "\\n";
-      else if (c == '\t') out += "\\t";
-      else if (c == '\r') out += "\\r";
-      else if (c < 0x20 || c == 0x7f) {
-        snprintf(buf, sizeof buf, "\\x%02x", c);
-        out += buf;
-      } else {
-        out += static_cast<char>(c);
-      }
-      ++i;
-      continue;
-    }
-    size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-    if (n == 1 || i + n > s.size()) {
-      snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-      ++i;
-      continue;
-    }
-    uint32_t cp = c & (0xff >> (n + 1));
-    for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
-    const bool hidden = (cp >= 0x80 && cp <= 0x9f) || cp == 0x200e || cp == 0x200f ||
-                        (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
-    if (hidden) {
-      snprintf(buf, sizeof buf, "\\u%04x", cp);
-      out += buf;
-    } else {
-      out.append(s.substr(i, n));
-    }
-    i += n;
-  }
-  return out;
-}
-
-// Cut to at most max_chars code points, marking the cut.
-std::string cut(std::string s, size_t max_chars) {
-  size_t chars = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if ((static_cast<unsigned char>(s[i]) & 0xc0) == 0x80) continue;
-    if (chars == max_chars) {
-      s.resize(i);
-      // Make room for the mark within the width.
-      size_t j = s.size();
-      while (j > 0 && (static_cast<unsigned char>(s[j - 1]) & 0xc0) == 0x80) --j;
-      if (j > 0) s.resize(j - 1);
-      return s + "\xe2\x80\xa6";
-    }
-    ++chars;
-  }
-  return s;
-}
-
-size_t width(std::string_view s) {
-  size_t n = 0;
-  for (char c : s)
-    if ((static_cast<unsigned char>(c) & 0xc0) != 0x80) ++n;
-  return n;
-}
-
 std::string field(simdjson::dom::element e, std::string_view key) {
   std::string_view v;
   if (e[key].get_string().get(v) == simdjson::SUCCESS) return std::string(v);
@@ -218,13 +150,13 @@ void print_table(std::FILE* out, const std::vector<std::vector<std::string>>& ro
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], width(row[i]));
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], display_width(row[i]));
   }
   for (const auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line.append(widths[i] - width(row[i]) + 2, ' ');
+      if (i + 1 < row.size()) line.append(widths[i] - display_width(row[i]) + 2, ' ');
     }
     fprintf(out, "%s\n", line.c_str());
   }
@@ -247,8 +179,8 @@ int refused(const context& cx, const http_reply& reply) {
   simdjson::dom::element root;
   std::string message;
   if (parser.parse(reply.body).get(root) == simdjson::SUCCESS) message = field(root, "error");
-  if (message.empty()) message = cut(printable(trim(reply.body)), 200);
-  fprintf(cx.o.err, "agentgate approvals: HTTP %ld: %s\n", reply.status, printable(message).c_str());
+  if (message.empty()) message = cut_to_width(terminal_safe(trim(reply.body)), 200);
+  fprintf(cx.o.err, "agentgate approvals: HTTP %ld: %s\n", reply.status, terminal_safe(message).c_str());
   return exit_refused;
 }
 
@@ -307,13 +239,13 @@ int run_list(const context& cx) {
       }
     }
     std::string decided_by = who(a, "decided_by");
-    rows.push_back({printable(field(a, "id")), printable(state), expires,
-                    cut(printable(who(a, "requester")), table_cell_chars_max),
-                    cut(printable(field(a, "target")), table_cell_chars_max),
-                    cut(printable(field(a, "rule")), table_cell_chars_max),
-                    cut(printable(approvers), table_cell_chars_max),
-                    decided_by.empty() ? "-" : cut(printable(decided_by), table_cell_chars_max),
-                    cut(printable(field(a, "command")), table_command_chars_max)});
+    rows.push_back({terminal_safe(field(a, "id")), terminal_safe(state), expires,
+                    cut_to_width(terminal_safe(who(a, "requester")), table_cell_chars_max),
+                    cut_to_width(terminal_safe(field(a, "target")), table_cell_chars_max),
+                    cut_to_width(terminal_safe(field(a, "rule")), table_cell_chars_max),
+                    cut_to_width(terminal_safe(approvers), table_cell_chars_max),
+                    decided_by.empty() ? "-" : cut_to_width(terminal_safe(decided_by), table_cell_chars_max),
+                    cut_to_width(terminal_safe(field(a, "command")), table_command_chars_max)});
   }
   print_table(cx.o.out, rows);
   return exit_ok;
@@ -321,7 +253,7 @@ int run_list(const context& cx) {
 
 void print_approval(std::FILE* out, simdjson::dom::element a) {
   auto line = [out](const char* name, const std::string& value) {
-    if (!value.empty()) fprintf(out, "%-11s %s\n", name, printable(value).c_str());
+    if (!value.empty()) fprintf(out, "%-11s %s\n", name, terminal_safe(value).c_str());
   };
   line("id:", field(a, "id"));
   line("state:", field(a, "state"));
@@ -344,7 +276,7 @@ void print_approval(std::FILE* out, simdjson::dom::element a) {
   while (start <= command.size()) {
     size_t end = command.find('\n', start);
     if (end == std::string::npos) end = command.size();
-    fprintf(out, "  %s\n", printable(std::string_view(command).substr(start, end - start)).c_str());
+    fprintf(out, "  %s\n", terminal_safe(std::string_view(command).substr(start, end - start)).c_str());
     start = end + 1;
   }
 }
@@ -379,10 +311,10 @@ int run_decide(const context& cx, bool approve) {
   result<http_reply> reply =
       call(cx, "POST", "/v1/approvals/" + escaped_id(cx.o.id) + (approve ? "/approve" : "/deny"), body);
   return print_approval_reply(cx, reply, [&](simdjson::dom::element a) {
-  fprintf(cx.o.out, "%s %s: %s wanted to run %s on %s (rule %s)\n", printable(field(a, "state")).c_str(),
-          printable(field(a, "id")).c_str(), printable(who(a, "requester")).c_str(),
-          cut(printable(field(a, "command")), table_command_chars_max).c_str(),
-          printable(field(a, "target")).c_str(), printable(field(a, "rule")).c_str());
+  fprintf(cx.o.out, "%s %s: %s wanted to run %s on %s (rule %s)\n", terminal_safe(field(a, "state")).c_str(),
+          terminal_safe(field(a, "id")).c_str(), terminal_safe(who(a, "requester")).c_str(),
+          cut_to_width(terminal_safe(field(a, "command")), table_command_chars_max).c_str(),
+          terminal_safe(field(a, "target")).c_str(), terminal_safe(field(a, "rule")).c_str());
   });
 }
 

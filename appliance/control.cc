@@ -112,90 +112,80 @@ std::string control_plane::metrics_text() {
     }
   });
   std::string out;
+  auto shard_label = [](unsigned i) { return "shard=\"" + std::to_string(i) + "\""; };
+  auto target_labels = [&](unsigned i, const std::string& target) {
+    return shard_label(i) + ",target=\"" + target + "\"";
+  };
+  // One sample a shard, value(shard_numbers).
+  auto per_shard = [&](const char* name, const auto& value) {
+    for (unsigned i = 0; i < numbers.size(); ++i) sample(out, name, shard_label(i), value(numbers[i]));
+  };
+  // One sample a shard and target, value(pg::session_probe).
+  auto per_target = [&](const char* name, const auto& value) {
+    for (unsigned i = 0; i < numbers.size(); ++i)
+      for (const auto& [target, p] : numbers[i].targets) sample(out, name, target_labels(i, target), value(p));
+  };
   counter(out, "agentgate_sessions_open", "Sessions open, per shard.", "gauge");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    sample(out, "agentgate_sessions_open", "shard=\"" + std::to_string(i) + "\"", numbers[i].io.sessions_open);
+  per_shard("agentgate_sessions_open", [](const shard_numbers& n) { return n.io.sessions_open; });
   counter(out, "agentgate_connections_accepted_total", "Client connections accepted.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    sample(out, "agentgate_connections_accepted_total", "shard=\"" + std::to_string(i) + "\"", numbers[i].io.accepted);
+  per_shard("agentgate_connections_accepted_total", [](const shard_numbers& n) { return n.io.accepted; });
   counter(out, "agentgate_bytes_total", "Bytes received, by side.", "counter");
   for (unsigned i = 0; i < numbers.size(); ++i) {
-    const std::string shard = "shard=\"" + std::to_string(i) + "\"";
+    const std::string shard = shard_label(i);
     sample(out, "agentgate_bytes_total", shard + ",direction=\"in\",side=\"client\"", numbers[i].io.bytes_from_client);
     sample(out, "agentgate_bytes_total", shard + ",direction=\"in\",side=\"upstream\"", numbers[i].io.bytes_from_upstream);
   }
   counter(out, "agentgate_backpressure_pauses_total", "Times a side stopped being read because the other was slow.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    sample(out, "agentgate_backpressure_pauses_total", "shard=\"" + std::to_string(i) + "\"", numbers[i].io.recv_paused);
+  per_shard("agentgate_backpressure_pauses_total", [](const shard_numbers& n) { return n.io.recv_paused; });
   counter(out, "agentgate_commands_total", "Commands judged by the policy, by action.", "counter");
   for (unsigned i = 0; i < numbers.size(); ++i)
     for (const auto& [target, p] : numbers[i].targets) {
-      const std::string labels = "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"";
+      const std::string labels = target_labels(i, target);
       sample(out, "agentgate_commands_total", labels + ",action=\"allow\"", p.commands_allowed);
       sample(out, "agentgate_commands_total", labels + ",action=\"deny\"", p.commands_denied);
       sample(out, "agentgate_commands_total", labels + ",action=\"require_approval\"", p.commands_held);
     }
   counter(out, "agentgate_logins_refused_total", "Client logins refused (bad or expired tokens).", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [target, p] : numbers[i].targets)
-      sample(out, "agentgate_logins_refused_total",
-             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.client_logins_refused);
+  per_target("agentgate_logins_refused_total", [](const pg::session_probe& p) { return p.client_logins_refused; });
   counter(out, "agentgate_protocol_errors_total", "Malformed messages, by peer.", "counter");
   for (unsigned i = 0; i < numbers.size(); ++i)
     for (const auto& [target, p] : numbers[i].targets) {
-      const std::string labels = "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"";
+      const std::string labels = target_labels(i, target);
       sample(out, "agentgate_protocol_errors_total", labels + ",peer=\"client\"", p.client_protocol_errors);
       sample(out, "agentgate_protocol_errors_total", labels + ",peer=\"upstream\"", p.upstream_protocol_errors);
     }
   counter(out, "agentgate_masked_values_total", "Values and text fields rewritten by masking.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [target, p] : numbers[i].targets)
-      sample(out, "agentgate_masked_values_total",
-             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.values_masked);
+  per_target("agentgate_masked_values_total", [](const pg::session_probe& p) { return p.values_masked; });
   counter(out, "agentgate_masking_refusals_total", "Sessions ended because a result could not be masked.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [target, p] : numbers[i].targets)
-      sample(out, "agentgate_masking_refusals_total",
-             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.masking_refusals);
+  per_target("agentgate_masking_refusals_total", [](const pg::session_probe& p) { return p.masking_refusals; });
   counter(out, "agentgate_mask_matches_total", "Masking matches, by detector, column rule or pattern.", "counter");
   for (unsigned i = 0; i < numbers.size(); ++i)
     for (const auto& [name, n] : numbers[i].mask_hits)
-      sample(out, "agentgate_mask_matches_total",
-             "shard=\"" + std::to_string(i) + "\",detector=\"" + name + "\"", n);
+      sample(out, "agentgate_mask_matches_total", shard_label(i) + ",detector=\"" + name + "\"", n);
   counter(out, "agentgate_mask_scanned_bytes_total", "Bytes handed to the masking engine.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    sample(out, "agentgate_mask_scanned_bytes_total", "shard=\"" + std::to_string(i) + "\"", numbers[i].mask_bytes);
+  per_shard("agentgate_mask_scanned_bytes_total", [](const shard_numbers& n) { return n.mask_bytes; });
   counter(out, "agentgate_commands_unrecorded_total", "Commands refused because recording was unavailable.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [target, p] : numbers[i].targets)
-      sample(out, "agentgate_commands_unrecorded_total",
-             "shard=\"" + std::to_string(i) + "\",target=\"" + target + "\"", p.commands_unrecordable);
+  per_target("agentgate_commands_unrecorded_total", [](const pg::session_probe& p) { return p.commands_unrecordable; });
   if (!recording_dir_.empty()) {
     counter(out, "agentgate_recording_offset_bytes", "Recording watermarks per shard: appended, written, synced.", "gauge");
     for (unsigned i = 0; i < numbers.size(); ++i) {
-      const std::string shard = "shard=\"" + std::to_string(i) + "\"";
+      const std::string shard = shard_label(i);
       sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"appended\"", numbers[i].rec.appended);
       sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"written\"", numbers[i].rec.written);
       sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"synced\"", numbers[i].rec.synced);
     }
     counter(out, "agentgate_recording_events_total", "Events recorded.", "counter");
-    for (unsigned i = 0; i < numbers.size(); ++i)
-      sample(out, "agentgate_recording_events_total", "shard=\"" + std::to_string(i) + "\"", numbers[i].rec.events);
+    per_shard("agentgate_recording_events_total", [](const shard_numbers& n) { return n.rec.events; });
     counter(out, "agentgate_recording_events_unrecorded_total", "Events lost to recording failures (fail_open) or refused.", "counter");
-    for (unsigned i = 0; i < numbers.size(); ++i)
-      sample(out, "agentgate_recording_events_unrecorded_total", "shard=\"" + std::to_string(i) + "\"",
-             numbers[i].rec.events_unrecorded);
+    per_shard("agentgate_recording_events_unrecorded_total", [](const shard_numbers& n) { return n.rec.events_unrecorded; });
     counter(out, "agentgate_recording_errors_total", "Recording write and sync errors.", "counter");
-    for (unsigned i = 0; i < numbers.size(); ++i)
-      sample(out, "agentgate_recording_errors_total", "shard=\"" + std::to_string(i) + "\"",
-             numbers[i].rec.write_errors + numbers[i].rec.sync_errors);
+    per_shard("agentgate_recording_errors_total",
+              [](const shard_numbers& n) { return n.rec.write_errors + n.rec.sync_errors; });
     counter(out, "agentgate_recording_available", "1 while the shard can record.", "gauge");
-    for (unsigned i = 0; i < numbers.size(); ++i)
-      sample(out, "agentgate_recording_available", "shard=\"" + std::to_string(i) + "\"", numbers[i].rec_available ? 1 : 0);
+    per_shard("agentgate_recording_available", [](const shard_numbers& n) { return n.rec_available ? 1u : 0u; });
   }
   counter(out, "agentgate_policy_version", "Policy version in force, per shard.", "gauge");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    sample(out, "agentgate_policy_version", "shard=\"" + std::to_string(i) + "\"", numbers[i].policy_version);
+  per_shard("agentgate_policy_version", [](const shard_numbers& n) { return n.policy_version; });
   for (const auto& source : metrics_sources_) source(out);
   return out;
 }

@@ -1,5 +1,7 @@
 #include "appliance/guard.h"
 
+#include <cstdio>
+
 #include "masking/data_masker.h"
 
 namespace agentgate {
@@ -31,6 +33,28 @@ result<std::vector<guard_snapshot>> build_guard_snapshots(std::shared_ptr<const 
     out.push_back(guard_snapshot{rules, std::move(*scanner), std::shared_ptr<data_masker>(std::move(*masker))});
   }
   return out;
+}
+
+result<std::vector<guard_snapshot>> load_policy_file(policy_store& store, const std::string& path,
+                                                     unsigned shard_count) {
+  std::string text;
+  FILE* f = fopen(path.c_str(), "rb");
+  if (f == nullptr) return status(errc::invalid_argument, "policy_file: cannot open " + path);
+  char buf[65536];
+  size_t n = 0;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  fclose(f);
+  std::vector<policy_error> errors;
+  result<std::shared_ptr<const policy>> rules = store.put(text, "policy_file", errors);
+  if (!rules) {
+    std::string all;
+    for (const policy_error& e : errors)
+      all += (all.empty() ? "" : "; ") + (e.path.empty() ? e.message : e.path + ": " + e.message);
+    return status(errc::invalid_argument, "policy_file: " + all);
+  }
+  result<std::vector<guard_snapshot>> snapshots = build_guard_snapshots(*rules, shard_count);
+  if (!snapshots) return status(snapshots.error().code(), "policy_file: " + snapshots.error().message());
+  return snapshots;
 }
 
 policy_guard::policy_guard(guard_snapshot snapshot) : current_(std::move(snapshot)) {

@@ -25,6 +25,12 @@ struct guard_snapshot {
 result<std::vector<guard_snapshot>> build_guard_snapshots(std::shared_ptr<const policy> rules,
                                                           unsigned shard_count);
 
+// The config's policy_file at start: read, put into store (its first
+// version) and built as build_guard_snapshots. An error's message starts
+// "policy_file: " and, for a bad policy, lists every problem.
+result<std::vector<guard_snapshot>> load_policy_file(policy_store& store, const std::string& path,
+                                                     unsigned shard_count);
+
 class policy_guard final : public command_inspector {
  public:
   explicit policy_guard(guard_snapshot snapshot);

@@ -5,6 +5,7 @@
 #include <cinttypes>
 #include <ctime>
 
+#include "core/text.h"
 #include "io/recording/replay.h"
 
 namespace agentgate {
@@ -87,8 +88,8 @@ int run_replay(const recordings_cli_options& o) {
     for (const rec::session_summary& s : *sessions) {
       std::string who = s.subject + (s.email.empty() ? "" : " <" + s.email + ">");
       fprintf(o.out, "%-32s  %-20s  %-30s  %-16s  %8.1f  %8" PRIu64 "  %" PRIu64 "/%" PRIu64 "%s\n",
-              s.id.hex().c_str(), when(s.start_unix_us).c_str(), rec::terminal_safe(who).c_str(),
-              rec::terminal_safe(s.target).c_str(), static_cast<double>(s.last_unix_us - s.start_unix_us) / 1e6,
+              s.id.hex().c_str(), when(s.start_unix_us).c_str(), terminal_safe(who).c_str(),
+              terminal_safe(s.target).c_str(), static_cast<double>(s.last_unix_us - s.start_unix_us) / 1e6,
               s.commands, s.bytes_from_client, s.bytes_to_client, s.ended ? "" : "  (open)");
     }
     return exit_ok;

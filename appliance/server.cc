@@ -1,7 +1,5 @@
 #include "appliance/server.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -10,16 +8,17 @@
 #include <condition_variable>
 #include <mutex>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "appliance/addresses.h"
 #include "appliance/admin_server.h"
 #include "appliance/approvals.h"
 #include "appliance/config_loader.h"
 #include "appliance/control.h"
 #include "appliance/guard.h"
+#include "appliance/shard_tasks.h"
 #include "core/identity/jwks_refresher.h"
 #include "core/identity/jwt_authenticator.h"
 #include "core/log.h"
@@ -59,48 +58,6 @@ int config_error(const std::string& message) {
   return exit_config;
 }
 
-// A literal address and port into a sockaddr; the config loader already
-// checked the literal.
-result<net_address> literal_address(const std::string& host, uint16_t port) {
-  net_address a;
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    a.length = sizeof(sockaddr_in);
-    a.text = host + ":" + std::to_string(port);
-    return a;
-  }
-  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    a.length = sizeof(sockaddr_in6);
-    a.text = "[" + host + "]:" + std::to_string(port);
-    return a;
-  }
-  return status(errc::invalid_argument, "not an IP address");
-}
-
-// Upstream host names are resolved once, here, never on a shard.
-result<net_address> resolve(const std::string& host, uint16_t port) {
-  result<net_address> literal = literal_address(host, port);
-  if (literal) return literal;
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_family = AF_UNSPEC;
-  addrinfo* found = nullptr;
-  const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-  if (rc != 0 || found == nullptr)
-    return status(errc::invalid_argument, std::string("cannot resolve: ") + gai_strerror(rc));
-  net_address a;
-  memcpy(&a.storage, found->ai_addr, found->ai_addrlen);
-  a.length = found->ai_addrlen;
-  a.text = host + ":" + std::to_string(port);
-  freeaddrinfo(found);
-  return a;
-}
-
 // Hands a shard its own new client TLS context (shared nothing: one per shard).
 class swap_tls_task final : public shard_task {
  public:
@@ -114,18 +71,6 @@ class swap_tls_task final : public shard_task {
  private:
   io::uring_shard& shard_;
   SSL_CTX* ctx_;
-};
-
-// Hands a shard a new key snapshot (a key rotated in or out).
-class swap_verifier_task final : public shard_task {
- public:
-  swap_verifier_task(identity::jwt_authenticator& auth, std::shared_ptr<const identity::verifier> v)
-      : auth_(auth), verifier_(std::move(v)) {}
-  void run(shard_services&) override { auth_.set_verifier(std::move(verifier_)); }
-
- private:
-  identity::jwt_authenticator& auth_;
-  std::shared_ptr<const identity::verifier> verifier_;
 };
 
 // SIGHUP: reload the certificate and key. A bad pair is logged and the
@@ -189,7 +134,7 @@ int run_server(const std::string& config_path) {
   for (size_t i = 0; i < config.targets.size(); ++i) {
     const target_config& t = config.targets[i];
     const std::string path = "targets[" + std::to_string(i) + "]";
-    result<net_address> upstream = resolve(t.upstream.host, t.upstream.port);
+    result<net_address> upstream = resolve_address(t.upstream.host, t.upstream.port);
     if (!upstream) return config_error(path + ".upstream.host: " + upstream.error().message());
     result<net_address> listen = literal_address(t.listen_host, t.listen_port);
     if (!listen) return config_error(path + ".listen: " + listen.error().message());
@@ -230,22 +175,8 @@ int run_server(const std::string& config_path) {
   policy_store policies;
   std::vector<std::unique_ptr<policy_guard>> guards(shard_count);
   if (!config.policy_file.empty()) {
-    std::string text, reason;
-    FILE* f = fopen(config.policy_file.c_str(), "rb");
-    if (f == nullptr) return config_error("policy_file: cannot open " + config.policy_file);
-    char buf[65536];
-    size_t n = 0;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-    fclose(f);
-    std::vector<policy_error> errors;
-    result<std::shared_ptr<const policy>> loaded = policies.put(text, "policy_file", errors);
-    if (!loaded) {
-      std::string all;
-      for (const policy_error& e : errors) all += (all.empty() ? "" : "; ") + (e.path.empty() ? e.message : e.path + ": " + e.message);
-      return config_error("policy_file: " + all);
-    }
-    result<std::vector<guard_snapshot>> snapshots = build_guard_snapshots(*loaded, shard_count);
-    if (!snapshots) return config_error("policy_file: " + snapshots.error().message());
+    result<std::vector<guard_snapshot>> snapshots = load_policy_file(policies, config.policy_file, shard_count);
+    if (!snapshots) return config_error(snapshots.error().message());
     for (unsigned s = 0; s < shard_count; ++s) {
       guards[s] = std::make_unique<policy_guard>(std::move((*snapshots)[s]));
       contexts[s].inspector = guards[s].get();

@@ -13,19 +13,19 @@
 #include <CLI/CLI.hpp>
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <signal.h>
 
 #include <atomic>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "appliance/addresses.h"
 #include "appliance/config_loader.h"
 #include "appliance/guard.h"
+#include "appliance/shard_tasks.h"
 #include "core/identity/jwks_refresher.h"
 #include "core/identity/jwt_authenticator.h"
 #include "core/log.h"
@@ -59,34 +59,6 @@ std::vector<std::string> split_words(const std::string& text) {
   while (in >> word) out.push_back(word);
   return out;
 }
-
-// IPv4 only: lwIP runs here without IPv6 addresses. Resolved once, at start.
-result<net_address> resolve_ipv4(const std::string& host, uint16_t port) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_family = AF_INET;
-  addrinfo* found = nullptr;
-  const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-  if (rc != 0 || found == nullptr)
-    return status(errc::invalid_argument, std::string("cannot resolve to an IPv4 address: ") + gai_strerror(rc));
-  net_address a;
-  memcpy(&a.storage, found->ai_addr, found->ai_addrlen);
-  a.length = found->ai_addrlen;
-  a.text = host + ":" + std::to_string(port);
-  freeaddrinfo(found);
-  return a;
-}
-
-class swap_verifier_task final : public shard_task {
- public:
-  swap_verifier_task(identity::jwt_authenticator& auth, std::shared_ptr<const identity::verifier> v)
-      : auth_(auth), verifier_(std::move(v)) {}
-  void run(shard_services&) override { auth_.set_verifier(std::move(verifier_)); }
-
- private:
-  identity::jwt_authenticator& auth_;
-  std::shared_ptr<const identity::verifier> verifier_;
-};
 
 struct options {
   std::string config_path;
@@ -150,23 +122,8 @@ int run(const options& opt) {
   policy_store policies;
   std::unique_ptr<policy_guard> guard;
   if (!config.policy_file.empty()) {
-    std::string text;
-    FILE* f = fopen(config.policy_file.c_str(), "rb");
-    if (f == nullptr) return config_error("policy_file: cannot open " + config.policy_file);
-    char buf[65536];
-    size_t n = 0;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
-    fclose(f);
-    std::vector<policy_error> errors;
-    result<std::shared_ptr<const policy>> rules = policies.put(text, "policy_file", errors);
-    if (!rules) {
-      std::string all;
-      for (const policy_error& e : errors)
-        all += (all.empty() ? "" : "; ") + (e.path.empty() ? e.message : e.path + ": " + e.message);
-      return config_error("policy_file: " + all);
-    }
-    result<std::vector<guard_snapshot>> snapshots = build_guard_snapshots(*rules, 1);
-    if (!snapshots) return config_error("policy_file: " + snapshots.error().message());
+    result<std::vector<guard_snapshot>> snapshots = load_policy_file(policies, config.policy_file, 1);
+    if (!snapshots) return config_error(snapshots.error().message());
     guard = std::make_unique<policy_guard>(std::move((*snapshots)[0]));
     context.inspector = guard.get();
     context.masker = &guard->masker();

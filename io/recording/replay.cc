@@ -6,6 +6,7 @@
 #include <ctime>
 #include <unordered_map>
 
+#include "core/text.h"
 #include "io/recording/file_ops.h"
 #include "io/recording/segment_writer.h"
 
@@ -69,53 +70,11 @@ status scan_dir(const std::string& dir, const std::function<bool(const segment_r
 void append_u64(std::string& out, uint64_t v) { out += std::to_string(v); }
 void append_i64(std::string& out, int64_t v) { out += std::to_string(v); }
 
-// JSON string: valid UTF-8 passes, controls are escaped, a byte that is not
-// UTF-8 becomes \u00XX (its Latin-1 reading) so the output is always JSON.
-void json_string(std::string& out, std::string_view s) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          if (c < 0x20 || c == 0x7f) {
-            out += "\\u00";
-            out += hex[c >> 4];
-            out += hex[c & 0xf];
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-      ++i;
-      continue;
-    }
-    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-    bool valid = n > 0 && i + n <= s.size();
-    for (size_t k = 1; valid && k < n; ++k) valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    if (valid) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out += "\\u00";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-      ++i;
-    }
-  }
-  out += '"';
-}
-
 void json_field(std::string& out, const char* key, std::string_view value) {
   out += ",\"";
   out += key;
   out += "\":";
-  json_string(out, value);
+  append_json_string(out, value);
 }
 
 void json_number(std::string& out, const char* key, int64_t value) {
@@ -131,7 +90,7 @@ void json_strings(std::string& out, const char* key, const std::vector<std::stri
   out += "\":[";
   for (size_t i = 0; i < values.size(); ++i) {
     if (i > 0) out += ',';
-    json_string(out, values[i]);
+    append_json_string(out, values[i]);
   }
   out += ']';
 }
@@ -152,25 +111,7 @@ std::string seconds(int64_t us) {
   return buf;
 }
 
-// Code points of s (escaped already), for column widths.
-size_t display_width(std::string_view s) {
-  size_t n = 0;
-  for (char c : s)
-    if ((static_cast<unsigned char>(c) & 0xc0) != 0x80) ++n;
-  return n;
-}
-
-std::string cell(std::string_view raw) {
-  std::string s = terminal_safe(raw);
-  if (display_width(s) <= cell_chars_max) return s;
-  size_t chars = 0, i = 0;
-  for (; i < s.size(); ++i) {
-    if ((static_cast<unsigned char>(s[i]) & 0xc0) == 0x80) continue;
-    if (chars == cell_chars_max - 1) break;
-    ++chars;
-  }
-  return s.substr(0, i) + "\xe2\x80\xa6";
-}
+std::string cell(std::string_view raw) { return cut_to_width(terminal_safe(raw), cell_chars_max); }
 
 void pad(std::string& out, std::string_view s, size_t width) {
   out.append(s);
@@ -312,7 +253,7 @@ void cast_output(std::string& out, int64_t rel_us, std::string_view text) {
   char buf[48];
   snprintf(buf, sizeof buf, "[%.6f, \"o\", ", static_cast<double>(std::max<int64_t>(rel_us, 0)) / 1e6);
   out += buf;
-  json_string(out, text);
+  append_json_string(out, text);
   out += "]\n";
 }
 
@@ -357,49 +298,6 @@ void cast_event(std::string& out, const event& e, int64_t start_us, std::string&
 }
 
 }  // namespace
-
-std::string terminal_safe(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  char buf[16];
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      if (c == '\n') out += "\\n";
-      else if (c == '\t') out += "\\t";
-      else if (c == '\r') out += "\\r";
-      else if (c < 0x20 || c == 0x7f) {
-        snprintf(buf, sizeof buf, "\\x%02x", c);
-        out += buf;
-      } else {
-        out += static_cast<char>(c);
-      }
-      ++i;
-      continue;
-    }
-    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-    bool valid = n > 0 && i + n <= s.size();
-    for (size_t k = 1; valid && k < n; ++k) valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    if (!valid) {
-      snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-      ++i;
-      continue;
-    }
-    uint32_t cp = c & (0xff >> (n + 1));
-    for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3f);
-    const bool hidden = (cp >= 0x80 && cp <= 0x9f) || cp == 0x200e || cp == 0x200f ||
-                        (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
-    if (hidden) {
-      snprintf(buf, sizeof buf, "\\u%04x", cp);
-      out += buf;
-    } else {
-      out.append(s.substr(i, n));
-    }
-    i += n;
-  }
-  return out;
-}
 
 result<std::vector<session_summary>> list_sessions(const std::string& dir, size_t sessions_max) {
   struct id_hash {
@@ -511,7 +409,7 @@ status for_each_event(const std::string& dir, const session_id& id, const std::f
 
 std::string event_json(const event& e) {
   std::string out = "{\"type\":";
-  json_string(out, event_type_name(e.type));
+  append_json_string(out, event_type_name(e.type));
   out += ",\"session\":\"" + e.id.hex() + "\"";
   json_number(out, "ts_us", e.unix_us);
   json_field(out, "time", iso_time(e.unix_us));
@@ -559,7 +457,7 @@ std::string event_json(const event& e) {
         for (size_t i = 0; i < fields.size(); ++i) {
           if (i > 0) out += ',';
           if (fields[i].is_null) out += "null";
-          else json_string(out, fields[i].value);
+          else append_json_string(out, fields[i].value);
         }
         out += ']';
         return true;
@@ -575,7 +473,7 @@ std::string event_json(const event& e) {
       out += ",\"masked\":{";
       for (size_t i = 0; i < e.masked.size(); ++i) {
         if (i > 0) out += ',';
-        json_string(out, e.masked[i].first);
+        append_json_string(out, e.masked[i].first);
         out += ':';
         append_u64(out, e.masked[i].second);
       }
@@ -614,7 +512,7 @@ result<std::string> session_transcript(const std::string& dir, const session_id&
         header = "{\"version\":2,\"width\":" + std::to_string(asciicast_width) +
                  ",\"height\":" + std::to_string(asciicast_height) + ",\"timestamp\":" +
                  std::to_string(e.unix_us / 1000000) + ",\"title\":";
-        json_string(header, "agentgate session " + id.hex() +
+        append_json_string(header, "agentgate session " + id.hex() +
                                 (e.type == event_type::session_start ? " " + e.subject + " on " + e.target : ""));
         header += ",\"env\":{\"TERM\":\"xterm-256color\",\"SHELL\":\"psql\"}}\n";
       }

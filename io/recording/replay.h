@@ -68,8 +68,4 @@ struct segment_status {
 };
 result<std::vector<segment_status>> verify_dir(const std::string& dir);
 
-// Text from agents made safe for a terminal: controls, DEL and bidirectional
-// overrides escaped, invalid UTF-8 as \xNN.
-std::string terminal_safe(std::string_view s);
-
 }  // namespace agentgate::recording

@@ -830,6 +830,35 @@ class GatewayTestCase(unittest.TestCase):
         self.assertEqual(direct.stderr, gw.stderr, f"{what}: stderr differs")
 
 
+def class_temp_dir(cls, prefix):
+    """A temporary directory, removed once cls's tearDownClass has stopped the
+    gateway (or its setUpClass failed)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    cls.addClassCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def admin_setup(cls, prefix, policy=None):
+    """The config API (and a policy file) for a GatewayTestCase, before its
+    setUpClass: sets cls.dir (a class_temp_dir), cls.admin_token and
+    cls.admin_port, and returns the gateway config's "extra" entries: "admin"
+    and, given policy (a document, or a function of cls.dir that returns one),
+    "policy_file"."""
+    cls.dir = class_temp_dir(cls, prefix)
+    cls.admin_token = secrets.token_hex(16)
+    cls.admin_port = free_port()
+    token_file = os.path.join(cls.dir, "admin-token")
+    with open(token_file, "w") as f:
+        f.write(cls.admin_token + "\n")
+    extra = {"admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}}
+    if policy is not None:
+        policy_file = os.path.join(cls.dir, "policy.json")
+        with open(policy_file, "w") as f:
+            json.dump(policy(cls.dir) if callable(policy) else policy, f)
+        extra["policy_file"] = policy_file
+    return extra
+
+
 def main():
     """unittest.main with verbose output; exits non-zero on any failure."""
     unittest.main(verbosity=2)

@@ -10,7 +10,6 @@ running and no failed transaction."""
 
 import json
 import os
-import secrets
 import struct
 import subprocess
 import sys
@@ -43,26 +42,8 @@ def denying_demo_policy():
 class GuardrailsTest(h.GatewayTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.admin_token = secrets.token_hex(16)
-        cls.admin_port = h.free_port()
-        cls.token_dir = h.tempfile.mkdtemp(prefix="agentgate-guard-")
-        token_file = os.path.join(cls.token_dir, "admin-token")
-        with open(token_file, "w") as f:
-            f.write(cls.admin_token + "\n")
-        policy_file = os.path.join(cls.token_dir, "policy.json")
-        with open(policy_file, "w") as f:
-            json.dump(denying_demo_policy(), f)
-        cls.gateway_options = {
-            "shards": 2,
-            "extra": {"policy_file": policy_file,
-                      "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}},
-        }
+        cls.gateway_options = {"shards": 2, "extra": h.admin_setup(cls, "agentgate-guard-", denying_demo_policy())}
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        h.shutil.rmtree(cls.token_dir, ignore_errors=True)
 
     @classmethod
     def prepare_database(cls):

@@ -6,8 +6,9 @@ results, so the rewritten framing is proven by real parsers.
 Covered: DataRow in text and binary format (JDBC switches to binary after
 prepareThreshold executions), integer columns keeping their type, NULL
 style, COPY TO STDOUT in text and CSV, PII inside an error's detail, NOTIFY
-payloads, a value bigger than one network read, a row bigger than
-masked_row_bytes_max (fail closed), and the counters in /metrics."""
+payloads, a value bigger than one network read, rows and COPY rows bigger
+than masked_row_bytes_max (masked in place as they stream, in bounded
+memory), and the counters in /metrics."""
 
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,35 +53,25 @@ POLICY = {
 }
 
 
+def policy_with_hash_key(directory):
+    """POLICY with a fresh hash key written in directory."""
+    key_file = os.path.join(directory, "hash.key")
+    with open(key_file, "w") as f:
+        f.write(secrets.token_hex(32))
+    policy = json.loads(json.dumps(POLICY))
+    policy["masking"]["hash_key_file"] = key_file
+    return policy
+
+
 class MaskingTest(h.GatewayTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="agentgate-mask-")
-        cls.admin_token = secrets.token_hex(16)
-        cls.admin_port = h.free_port()
-        token_file = os.path.join(cls.dir, "admin-token")
-        with open(token_file, "w") as f:
-            f.write(cls.admin_token + "\n")
-        key_file = os.path.join(cls.dir, "hash.key")
-        with open(key_file, "w") as f:
-            f.write(secrets.token_hex(32))
-        policy = json.loads(json.dumps(POLICY))
-        policy["masking"]["hash_key_file"] = key_file
-        policy_file = os.path.join(cls.dir, "policy.json")
-        with open(policy_file, "w") as f:
-            json.dump(policy, f)
         cls.gateway_options = {
             "shards": 2,
             "limits": {"masked_row_bytes_max": 1 << 20},
-            "extra": {"policy_file": policy_file,
-                      "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}},
+            "extra": h.admin_setup(cls, "agentgate-mask-", policy_with_hash_key),
         }
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod
     def prepare_database(cls):
@@ -89,7 +81,7 @@ class MaskingTest(h.GatewayTestCase):
                   id int PRIMARY KEY, name text, email text UNIQUE, phone text, card text,
                   card_number bigint, ssn text, password_hash text, note text,
                   created_at timestamptz, balance numeric(12,2), active boolean, ref uuid);
-                CREATE TABLE vault (id int, secret_key text, pin int);
+                CREATE TABLE vault (id int, secret_key text, pin int, opened date);
                 CREATE TABLE plain (id int, v text);
             """)
             cur.execute(
@@ -100,7 +92,7 @@ class MaskingTest(h.GatewayTestCase):
                 "INSERT INTO customers VALUES (2, 'Bob', 'bob@example.org', NULL, %s, NULL, NULL, NULL,"
                 " 'order 1234567890123 shipped; isbn 978-0-306-40615-7', '2024-02-01', 9.99, false, NULL)",
                 (CARD_DASHED,))
-            cur.execute("INSERT INTO vault VALUES (1, 'top-secret-key', 4242)")
+            cur.execute("INSERT INTO vault VALUES (1, 'top-secret-key', 4242, '2020-02-02')")
             cur.execute("INSERT INTO plain SELECT g, 'row ' || g FROM generate_series(1, 1000) g")
             conn.commit()
 
@@ -190,11 +182,105 @@ class MaskingTest(h.GatewayTestCase):
         self.assertTrue(middle.endswith("1111"), middle)
         self.assertTrue(e.endswith("@example.com"), e)
 
-    def test_row_bigger_than_the_bound_fails_closed(self):
-        res = self.psql_gw(["-c", "SELECT repeat('z', 2000000)"])
+    def test_row_bigger_than_the_bound_is_masked_as_it_streams(self):
+        # masked_row_bytes_max is 1 MiB here: a 3 MB row streams through in
+        # pieces and is masked in place, its lengths as sent.
+        masked_card = "**** **** **** 1111"
+        masked_email = "*" * len("alice.smith") + "@example.com"
+        # The value starts 11 bytes into the DataRow (header, field count,
+        # length): cards that cross 64 KiB boundaries of the frame, and of
+        # the value, and a card and an email near the middle.
+        parts, want, at = [], [], 0
+
+        def fill(upto, ch):
+            nonlocal at
+            if upto > at:
+                parts.append(f"repeat('{ch}', {upto - at})")
+                want.append(ch * (upto - at))
+                at = upto
+
+        def put(raw, masked):
+            nonlocal at
+            parts.append(f"'{raw}'")
+            want.append(masked)
+            at += len(raw)
+
+        for boundary in (65536 - 11 - 9, 65536 - 9, 2 * 65536 - 11 - 3, 20 * 65536 - 11 - 10):
+            fill(boundary - 1, "a")
+            put(f" {CARD} ", f" {masked_card} ")
+        fill(1500000, "m")
+        put(f" {EMAIL} {CARD} ", f" {masked_email} {masked_card} ")
+        fill(3000000, "z")
+        big_sql = " || ".join(parts)
+        sql = f"SELECT {big_sql} AS big, 'bob@example.org' AS e, {CARD_NUMBER}::bigint AS n"
+
+        res = self.psql_gw(["-A", "-t", "-F", "|", "-c", sql], check=True)
+        self.assertNotIn(CARD, res.stdout)
+        self.assertNotIn(EMAIL, res.stdout)
+        big, e, n = res.stdout.rstrip("\n").split("|")
+        expected = "".join(want)
+        self.assertEqual(len(big), len(expected))
+        self.assertTrue(big == expected, "the streamed value differs from the expected masking")
+        self.assertEqual(e, "***@example.org")     # length kept: the local part becomes '*'
+        self.assertEqual(n, "0000000000001881")    # same width, digits zeroed but the last four
+
+        # Memory: a row 40 times the bound costs the gateway no more than a
+        # few pieces (allocator and socket buffers make RSS noisy by several
+        # MiB; holding the row would cost 40 MB and more).
+        row_bytes = 40_000_000
+        for _ in range(2):  # warm up: the shards' allocator arenas, buffers
+            self.psql_gw(["-A", "-t", "-c", f"SELECT repeat('w', {row_bytes // 10}) || ' {CARD}'"], check=True)
+        sql = f"SELECT repeat('w', {row_bytes}) || ' {CARD}'"
+        stdout, stderr, code, growth = self.psql_rss(["-A", "-t", "-c", sql])
+        self.assertEqual(code, 0, stderr)
+        self.assertEqual(len(stdout), row_bytes + 1 + len(CARD) + 1)
+        self.assertTrue(stdout.endswith(" " + masked_card + "\n"), stdout[-100:])
+        print(f"\nagentgate RSS growth while streaming a {row_bytes // 1000000} MB masked row: "
+              f"{growth >> 10} KiB", file=sys.stderr)
+        self.assertLess(growth, 16 << 20, f"gateway RSS grew by {growth >> 10} KiB for one streamed row")
+        self.psql_gw(["-c", "SELECT 1"], check=True)  # the session and the gateway are fine
+
+    def psql_rss(self, args):
+        """Runs psql through the gateway; (stdout, stderr, returncode, peak RSS growth of the gateway)."""
+        pid = self.gw.pid
+        baseline = h.process_rss_bytes(pid)
+        peak = baseline
+        proc = subprocess.Popen(["psql", "-X", "-w", "-d", self.gw.dsn()] + args, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=h.client_env(None))
+        outs = []
+        reader = threading.Thread(target=lambda: outs.append(proc.communicate(timeout=120)))
+        reader.start()
+        while reader.is_alive():
+            peak = max(peak, h.process_rss_bytes(pid))
+            reader.join(0.005)
+        stdout, stderr = outs[0]
+        return stdout, stderr, proc.returncode, peak - baseline
+
+    def test_copy_row_bigger_than_the_bound_is_masked(self):
+        sql = (f"COPY (SELECT 1, repeat('x', 1500000) || ' {CARD} ' || repeat('y', 100) || ' {EMAIL}') "
+               f"TO STDOUT")
+        res = self.psql_gw(["-c", sql], check=True)
+        self.assertNotIn(CARD, res.stdout)
+        self.assertNotIn(EMAIL, res.stdout)
+        row = res.stdout.rstrip("\n")
+        self.assertEqual(len(row), 2 + 1500000 + 21 + 100 + 1 + len(EMAIL))
+        self.assertTrue(row.endswith(" **** **** **** 1111 " + "y" * 100 + " ***********@example.com"), row[-200:])
+
+    def test_column_rules_on_a_streamed_row(self):
+        # Column rules keep the row's length: text is filled with '*', an
+        # integer keeps its width with its digits zeroed (style null here).
+        pad = "repeat('z', 2000000)"
+        res = self.psql_gw(["-A", "-t", "-F", "|", "-c", f"SELECT {pad} AS pad, v.secret_key, v.pin FROM vault v"],
+                           check=True)
+        pad_out, key, pin = res.stdout.rstrip("\n").split("|")
+        self.assertEqual(pad_out, "z" * 2000000)
+        self.assertEqual(key, "*" * len("top-secret-key"))
+        self.assertEqual(pin, "0000")
+        # A date has no masked form of its own length: fail closed.
+        res = self.psql_gw(["-c", f"SELECT {pad} AS pad, v.opened FROM vault v"])
         self.assertNotEqual(res.returncode, 0)
         self.assertIn("masked_row_bytes_max", res.stderr)
-        self.assertNotIn("zzzzzzzzzz", res.stdout)
+        self.assertNotIn("2020-02-02", res.stdout)
         self.psql_gw(["-c", "SELECT 1"], check=True)  # other sessions are fine
 
     # -- psycopg2 --------------------------------------------------------------

@@ -44,28 +44,11 @@ def agentgate(*args, timeout=60):
 class RecordingTest(h.GatewayTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="agentgate-rec-")
+        extra = h.admin_setup(cls, "agentgate-rec-", POLICY)
         cls.rec_dir = os.path.join(cls.dir, "recordings")
-        cls.admin_token = secrets.token_hex(16)
-        cls.admin_port = h.free_port()
-        token_file = os.path.join(cls.dir, "admin-token")
-        with open(token_file, "w") as f:
-            f.write(cls.admin_token + "\n")
-        policy_file = os.path.join(cls.dir, "policy.json")
-        with open(policy_file, "w") as f:
-            json.dump(POLICY, f)
-        cls.gateway_options = {
-            "shards": 2,
-            "extra": {"policy_file": policy_file,
-                      "recording": {"dir": cls.rec_dir, "fsync_interval_ms": 20},
-                      "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}},
-        }
+        extra["recording"] = {"dir": cls.rec_dir, "fsync_interval_ms": 20}
+        cls.gateway_options = {"shards": 2, "extra": extra}
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod
     def prepare_database(cls):
@@ -203,16 +186,11 @@ class RecordingCrashTest(h.GatewayTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="agentgate-rec-crash-")
+        cls.dir = h.class_temp_dir(cls, "agentgate-rec-crash-")
         cls.rec_dir = os.path.join(cls.dir, "recordings")
         cls.gateway_options = {"shards": 2, "extra": {"recording": {"dir": cls.rec_dir, "fsync_interval_ms": 10}},
                                "expect_clean_exit": False}
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod
     def prepare_database(cls):
