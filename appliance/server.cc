@@ -111,7 +111,7 @@ class service_gate final : public approval_gate {
     q.timeout_s = t.timeout_s;
     q.client_address = std::move(t.client_address);
     return service_.submit(std::move(q), [cb = std::move(on_verdict)](const approval_verdict& v) {
-      cb(v.approved, v.reason);
+      cb(v.approved, v.reason, v.approver);
     });
   }
   void withdraw(const std::string& id) override { service_.withdraw(id); }

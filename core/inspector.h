@@ -46,7 +46,8 @@ struct approval_ticket {
 
 // Called once with the verdict, from a control-plane thread; the session's
 // side posts it to its own shard.
-using approval_callback = std::function<void(bool approved, std::string reason)>;
+// approver: who decided (email, else subject); empty when it timed out.
+using approval_callback = std::function<void(bool approved, std::string reason, std::string approver)>;
 
 // The data plane's door to the approvals service (control plane).
 class approval_gate {

@@ -747,10 +747,15 @@ std::string_view session::command_text(const frame_header& header, bytes frame) 
 // Verdict of an approval, carried from the control plane to the session's shard.
 class approval_verdict_task final : public shard_task {
  public:
-  approval_verdict_task(cancel_registry& registry, uint64_t waiter, bool approved, std::string reason)
-      : registry_(registry), waiter_(waiter), approved_(approved), reason_(std::move(reason)) {}
+  approval_verdict_task(cancel_registry& registry, uint64_t waiter, bool approved, std::string reason,
+                        std::string approver)
+      : registry_(registry),
+        waiter_(waiter),
+        approved_(approved),
+        reason_(std::move(reason)),
+        approver_(std::move(approver)) {}
   void run(shard_services&) override {
-    if (session* s = registry_.find_waiter(waiter_)) s->on_approval_verdict(approved_, reason_);
+    if (session* s = registry_.find_waiter(waiter_)) s->on_approval_verdict(approved_, reason_, approver_);
   }
 
  private:
@@ -758,6 +763,7 @@ class approval_verdict_task final : public shard_task {
   uint64_t waiter_;
   bool approved_;
   std::string reason_;
+  std::string approver_;
 };
 
 // require_approval: nothing goes upstream; the client's further messages
@@ -776,9 +782,9 @@ session::verdict session::hold(const frame_header& header, bytes frame, const po
   const uint64_t waiter = registry.add_waiter(*this);
   shard_services* shard = &io_->shard();
   result<std::string> id = shard_.approvals->request(
-      std::move(ticket), [shard, &registry, waiter](bool approved, std::string reason) {
+      std::move(ticket), [shard, &registry, waiter](bool approved, std::string reason, std::string approver) {
         shard->post_from_control(
-            std::make_unique<approval_verdict_task>(registry, waiter, approved, std::move(reason)));
+            std::make_unique<approval_verdict_task>(registry, waiter, approved, std::move(reason), std::move(approver)));
       });
   if (!id) {
     registry.remove_waiter(waiter);
@@ -791,13 +797,13 @@ session::verdict session::hold(const frame_header& header, bytes frame, const po
   approval_id_ = std::move(*id);
   approval_waiter_ = waiter;
   held_frame_.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
-  AG_INFO("target %s: %s: command held for approval %s (rule %s)", target_.config.name.c_str(),
-          identity_.subject.c_str(), approval_id_.c_str(), std::string(decision.rule_id).c_str());
+  AG_INFO("target %s: session %s: %s: command held for approval %s (rule %s)", target_.config.name.c_str(),
+          id_.hex().c_str(), identity_.subject.c_str(), approval_id_.c_str(), std::string(decision.rule_id).c_str());
   from_client_.pause();
   return verdict::drop;
 }
 
-void session::on_approval_verdict(bool approved, const std::string& reason) {
+void session::on_approval_verdict(bool approved, const std::string& reason, const std::string& approver) {
   if (approval_id_.empty() || state_ != state::relaying) return;
   shard_.cancels->per_shard[io_->shard().shard_id()]->remove_waiter(approval_waiter_);
   approval_waiter_ = 0;
@@ -805,7 +811,7 @@ void session::on_approval_verdict(bool approved, const std::string& reason) {
   std::string frame;
   frame.swap(held_frame_);
   const frame_header header{frame[0], read_u32(reinterpret_cast<const uint8_t*>(frame.data()) + 1)};
-  record_decision(command_seq_, approved ? "approved" : "denied", {}, {}, reason);
+  record_decision(command_seq_, approved ? "approved" : "denied", {}, approver, reason);
   if (approved) {
     // Goes upstream exactly once: the held copy, now.
     if (header.type == 'Q' && !expect_response()) return;
@@ -875,7 +881,7 @@ session::verdict session::refuse_message(std::string message, bool extended) {
 session::verdict session::refuse_with(const char* sqlstate, std::string message, bool extended) {
   std::string error;
   append_error(error, "ERROR", sqlstate, message);
-  AG_INFO("target %s: %s: %s", target_.config.name.c_str(),
+  AG_INFO("target %s: session %s: %s: %s", target_.config.name.c_str(), id_.hex().c_str(),
           identity_.subject.empty() ? io_->client_address().c_str() : identity_.subject.c_str(),
           message.c_str());
   if (extended) {

@@ -117,7 +117,7 @@ class session final : public session_handler {
 
   // The verdict on the command this session holds for approval, delivered
   // on the session's shard.
-  void on_approval_verdict(bool approved, const std::string& reason);
+  void on_approval_verdict(bool approved, const std::string& reason, const std::string& approver);
   // A CancelRequest for this session arrived; true if it was taken here
   // (it withdrew a held command) and must not go upstream.
   bool on_cancel_requested();

@@ -53,6 +53,7 @@ class ApprovalsTest(h.unittest.TestCase):
         cls.admin_port = h.free_port()
         cls.gw = ih.IdentityGateway(cls.pg, cls.world, shards=2, extra={
             "policy_file": policy_file,
+            "recording": {"dir": os.path.join(cls.dir, "recordings"), "fsync_interval_ms": 10},
             "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}}).__enter__()
         cls.alice = cls.world.token(sub="alice", groups=("dev",))
         cls.bob = cls.world.token(sub="bob", groups=("dba",))
@@ -150,6 +151,28 @@ class ApprovalsTest(h.unittest.TestCase):
         self.assertEqual(self.counts(), "10")  # each row once: the command ran exactly once
         status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob)
         self.assertEqual(status, 409, body)
+        # The recording has the hold and who approved it, then the result.
+        decisions = self.recorded_decisions("UPDATE t SET n = n + 1")
+        self.assertEqual([d["action"] for d in decisions], ["require_approval", "approved"], decisions)
+        self.assertEqual(decisions[0]["rule_id"], "bulk-writes")
+        self.assertEqual(decisions[1]["approver"], "bob")  # the token has no email claim: its subject
+        self.assertIn("reviewed", decisions[1]["reason"])
+
+    def recorded_decisions(self, command_text, timeout_s=5):
+        """The decisions recorded for the command with this text."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, body = self.api("GET", "/v1/sessions?state=recorded")
+            self.assertEqual(status, 200, body)
+            for s in body["sessions"]:
+                status, page = self.api("GET", f"/v1/sessions/{s['id']}/events")
+                evs = page.get("events", [])
+                seqs = {e["seq"] for e in evs if e["type"] == "command" and e["text"] == command_text}
+                decisions = [e for e in evs if e["type"] == "decision" and e["seq"] in seqs]
+                if len(decisions) >= 2:
+                    return decisions
+            time.sleep(0.1)
+        self.fail(f"no recorded decisions for {command_text!r}")
 
     def test_deny_reaches_client(self):
         t, out = self.run_held("DELETE FROM t")
