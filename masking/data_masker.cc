@@ -11,18 +11,12 @@
 #include <limits>
 #include <span>
 
+#include "masking/hs_compiled.h"
 #include "masking/validators.h"
 
 namespace agentgate::masking {
 
-struct mask_engine::hs_state {
-  hs_database_t* db = nullptr;
-  hs_scratch_t* prototype = nullptr;
-  ~hs_state() {
-    if (prototype != nullptr) hs_free_scratch(prototype);
-    if (db != nullptr) hs_free_database(db);
-  }
-};
+struct mask_engine::hs_state : hs_compiled {};
 
 namespace {
 

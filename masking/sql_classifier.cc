@@ -14,6 +14,8 @@
 #include <cstring>
 #include <utility>
 
+#include "masking/hs_compiled.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define AGENTGATE_ASAN 1
 #elif defined(__has_feature)
@@ -973,14 +975,7 @@ bool is_known_statement_kind(std::string_view kind) {
   return std::binary_search(tags.begin(), tags.end(), kind);
 }
 
-struct sql_classifier::hs_state {
-  hs_database_t* db = nullptr;
-  hs_scratch_t* prototype = nullptr;
-  ~hs_state() {
-    if (prototype != nullptr) hs_free_scratch(prototype);
-    if (db != nullptr) hs_free_database(db);
-  }
-};
+struct sql_classifier::hs_state : hs_compiled {};
 
 namespace {
 
