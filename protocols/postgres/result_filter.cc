@@ -31,10 +31,15 @@ bool is_text_field(uint8_t code) {
   }
 }
 
-std::string cstr_of(body_reader& in) {
+// PostgreSQL keys prepared statements and portals by their first
+// NAMEDATALEN-1 bytes (a hash of HASH_STRINGS keys): longer names that share
+// them are one object there, so they must be one here.
+constexpr size_t name_bytes_max = 63;
+
+std::string name_of(body_reader& in) {
   std::string_view s;
   if (!in.cstr(&s)) return {};
-  return std::string(s);
+  return std::string(s.substr(0, name_bytes_max));
 }
 
 }  // namespace
@@ -137,32 +142,53 @@ void result_filter::remember(Map& map, const std::string& key, Value&& value) {
   map[key] = std::forward<Value>(value);
 }
 
-void result_filter::on_frontend(char type, bytes body, uint64_t seq) {
+bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
   body_reader in(body);
-  auto push = [&](kind k, std::string name = {}, uint64_t s = 0) {
-    // The session bounds pipelining long before this; past it the books
-    // would be wrong, so on_backend fails closed.
-    outstanding_.push_back(outstanding{k, std::move(name), s});
+  auto push = [&](outstanding o) {
+    // Counted as messages go upstream: a server skipping to a Sync after an
+    // error answers none of them, so on_backend alone would never see the
+    // queue grow.
+    if (outstanding_.size() >= outstanding_messages_max) {
+      overflowed_ = true;
+      return false;
+    }
+    outstanding_.push_back(std::move(o));
+    return true;
+  };
+  auto message = [](kind k, uint64_t s = 0, std::shared_ptr<statement> st = nullptr,
+                    std::shared_ptr<portal> p = nullptr) {
+    outstanding o;
+    o.what = k;
+    o.seq = s;
+    o.stmt = std::move(st);
+    o.port = std::move(p);
+    return o;
+  };
+  auto find_statement = [&](const std::string& name) -> std::shared_ptr<statement> {
+    const auto it = statements_.find(name);
+    return it == statements_.end() ? nullptr : it->second;
+  };
+  auto find_portal = [&](const std::string& name) -> std::shared_ptr<portal> {
+    const auto it = portals_.find(name);
+    return it == portals_.end() ? nullptr : it->second;
   };
   switch (type) {
     case 'Q':
       statements_.erase(std::string());
       portals_.erase(std::string());
-      push(kind::query, {}, seq);
-      return;
+      return push(message(kind::query, seq));
     case 'P': {
-      std::string name = cstr_of(in);
-      statement st;
-      st.seq = seq;
+      std::string name = name_of(in);
+      auto st = std::make_shared<statement>();
+      st->seq = seq;
       remember(statements_, name, std::move(st));
-      push(kind::parse, std::move(name), seq);
-      return;
+      return push(message(kind::parse, seq));
     }
     case 'B': {
-      portal p;
-      std::string name = cstr_of(in);
-      p.statement = cstr_of(in);
-      if (const auto st = statements_.find(p.statement); st != statements_.end()) p.seq = st->second.seq;
+      auto p = std::make_shared<portal>();
+      std::string name = name_of(in);
+      p->stmt = find_statement(name_of(in));
+      if (p->stmt != nullptr) p->seq = p->stmt->seq;
       uint16_t formats = 0, params = 0, results = 0;
       in.u16(&formats);
       in.skip(size_t{formats} * 2);
@@ -175,43 +201,55 @@ void result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       in.u16(&results);
       for (uint16_t i = 0; i < results; ++i) {
         uint16_t f = 0;
-        in.u16(&f);
-        p.formats.push_back(static_cast<int16_t>(f));
+        if (!in.u16(&f)) break;
+        p->formats.push_back(static_cast<int16_t>(f));
       }
-      const uint64_t portal_seq = p.seq;
+      const uint64_t portal_seq = p->seq;
       remember(portals_, name, std::move(p));
-      push(kind::bind, std::move(name), portal_seq);
-      return;
+      return push(message(kind::bind, portal_seq));
     }
     case 'D': {
       uint8_t what = 0;
       in.u8(&what);
-      push(what == 'S' ? kind::describe_statement : kind::describe_portal, cstr_of(in));
-      return;
+      const std::string name = name_of(in);
+      if (what == 'S') return push(message(kind::describe_statement, 0, find_statement(name)));
+      return push(message(kind::describe_portal, 0, nullptr, find_portal(name)));
     }
     case 'E': {
-      std::string name = cstr_of(in);
-      const auto p = portals_.find(name);
-      push(kind::execute, std::move(name), p == portals_.end() ? 0 : p->second.seq);
-      return;
+      std::shared_ptr<portal> p = find_portal(name_of(in));
+      const uint64_t portal_seq = p == nullptr ? 0 : p->seq;
+      return push(message(kind::execute, portal_seq, nullptr, std::move(p)));
     }
     case 'C': {
       uint8_t what = 0;
       in.u8(&what);
-      const std::string name = cstr_of(in);
+      const std::string name = name_of(in);
       if (what == 'S') statements_.erase(name);
       else portals_.erase(name);
-      push(kind::close);
-      return;
+      return push(message(kind::close));
     }
     case 'S':
-      push(kind::sync);
-      return;
-    case 'F':
-      push(kind::function, {}, seq);
-      return;
+      return push(message(kind::sync));
+    case 'F': {
+      // Function OID, argument formats, arguments, then the result's format.
+      uint32_t oid = 0;
+      uint16_t formats = 0, args = 0, result_format = 0;
+      in.u32(&oid);
+      in.u16(&formats);
+      in.skip(size_t{formats} * 2);
+      in.u16(&args);
+      for (uint16_t i = 0; i < args; ++i) {
+        uint32_t len = 0;
+        in.u32(&len);
+        if (len != null_length) in.skip(len);
+      }
+      const bool known = in.u16(&result_format);
+      outstanding o = message(kind::function, seq);
+      o.binary = !known || result_format != 0;
+      return push(std::move(o));
+    }
     default:
-      return;  // Flush, CopyData/Done/Fail, Terminate: no response of their own
+      return true;  // Flush, CopyData/Done/Fail, Terminate: no response of their own
   }
 }
 
@@ -244,20 +282,14 @@ void result_filter::start_result(const std::vector<row_column>& columns) {
 
 // The first DataRow of an Execute: its portal's description, in the
 // formats its Bind asked for.
-bool result_filter::start_execute_result(const std::string& portal_name) {
-  const auto p = portals_.find(portal_name);
-  if (p != portals_.end() && p->second.has_description) {
-    start_result(p->second.described);
+bool result_filter::start_execute_result(const portal* p) {
+  if (p != nullptr && p->has_description) {
+    start_result(p->described);
     return true;
   }
-  const std::vector<row_column>* described = nullptr;
-  if (p != portals_.end()) {
-    const auto s = statements_.find(p->second.statement);
-    if (s != statements_.end() && s->second.described) described = &s->second.columns;
-  }
-  if (described != nullptr) {
-    std::vector<row_column> columns = *described;
-    const std::vector<int16_t>& f = p->second.formats;
+  if (p != nullptr && p->stmt != nullptr && p->stmt->described) {
+    std::vector<row_column> columns = p->stmt->columns;
+    const std::vector<int16_t>& f = p->formats;
     for (size_t i = 0; i < columns.size(); ++i)
       columns[i].format = f.empty() ? 0 : (f.size() == 1 ? f[0] : (i < f.size() ? f[i] : 0));
     start_result(columns);
@@ -265,8 +297,8 @@ bool result_filter::start_execute_result(const std::string& portal_name) {
   }
   // Nobody described these rows to us: text values can still be scanned as
   // text; binary ones cannot be read safely.
-  if (p != portals_.end())
-    for (int16_t f : p->second.formats)
+  if (p != nullptr)
+    for (int16_t f : p->formats)
       if (f != 0) return false;
   start_result({});
   text_only_ = true;
@@ -282,15 +314,14 @@ void result_filter::end_result() {
   masker_.reset();
 }
 
+// After an error in an extended batch the server skips every message up to
+// the Sync, a Query or FunctionCall among them too.
 void result_filter::pop_until_sync() {
-  while (!outstanding_.empty() && outstanding_.front().what != kind::sync &&
-         outstanding_.front().what != kind::query && outstanding_.front().what != kind::function)
-    outstanding_.pop_front();
+  while (!outstanding_.empty() && outstanding_.front().what != kind::sync) outstanding_.pop_front();
 }
 
 result_filter::action result_filter::on_backend(const frame_header& header, bytes frame, std::string& out) {
-  if (outstanding_.size() > outstanding_messages_max)
-    return refuse("too many client messages waiting for their responses");
+  if (overflowed_) return refuse("too many client messages waiting for their responses");
   const bytes body = frame.subspan(header_bytes);
   const kind front = outstanding_.empty() ? kind::sync : outstanding_.front().what;
   const uint64_t front_seq = outstanding_.empty() ? 0 : outstanding_.front().seq;
@@ -318,22 +349,24 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       if (!parse_row_description(body, columns)) return refuse("malformed RowDescription from the server");
       if (front == kind::describe_statement) {
         for (row_column& c : columns) c.format = 0;  // Bind decides the formats later
-        statement& st = statements_[outstanding_.front().name];
-        st.columns = std::move(columns);
-        st.described = true;
+        if (statement* st = outstanding_.front().stmt.get()) {
+          st->columns = std::move(columns);
+          st->described = true;
+        }
         outstanding_.pop_front();
       } else if (front == kind::describe_portal) {
-        portal& p = portals_[outstanding_.front().name];
-        // The portal's statement has the same columns (only the formats are
-        // the Bind's): JDBC describes portals only, then binds the statement
-        // again later with binary formats and no Describe.
-        if (const auto st = statements_.find(p.statement); st != statements_.end()) {
-          st->second.columns = columns;
-          for (row_column& c : st->second.columns) c.format = 0;
-          st->second.described = true;
+        if (portal* p = outstanding_.front().port.get()) {
+          // The portal's statement has the same columns (only the formats are
+          // the Bind's): JDBC describes portals only, then binds the statement
+          // again later with binary formats and no Describe.
+          if (p->stmt != nullptr) {
+            p->stmt->columns = columns;
+            for (row_column& c : p->stmt->columns) c.format = 0;
+            p->stmt->described = true;
+          }
+          p->described = std::move(columns);
+          p->has_description = true;
         }
-        p.described = std::move(columns);
-        p.has_description = true;
         outstanding_.pop_front();
       } else {
         start_result(columns);  // a simple Query's result
@@ -377,6 +410,12 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     case 'A':
       if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
       return mask_notification(frame, out);
+    case 'S':
+      if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
+      return mask_parameter_status(frame, out);
+    case 'V':
+      if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
+      return mask_function_result(frame, front == kind::function && outstanding_.front().binary, out);
     case 'Z':
       end_result();
       copy_out_ = false;
@@ -413,7 +452,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
 // The result a DataRow belongs to. pass: it is not masked; rewritten: mask it.
 result_filter::action result_filter::begin_row() {
   const bool execute = !outstanding_.empty() && outstanding_.front().what == kind::execute;
-  if (!in_result_ && execute && !start_execute_result(outstanding_.front().name))
+  if (!in_result_ && execute && !start_execute_result(outstanding_.front().port.get()))
     return refuse("cannot mask binary-format rows whose columns were never described to the gateway");
   if (!in_result_) {
     start_result({});
@@ -438,7 +477,7 @@ result_filter::action result_filter::on_backend_piece(const frame_header& header
   const size_t mark = out.size();
   if (first) {
     piece_ = piece_state{};
-    if (outstanding_.size() > outstanding_messages_max)
+    if (overflowed_)
       return refuse("too many client messages waiting for their responses");
     if (piece.size() < header_bytes) return refuse("a streamed frame's first piece lacks its header");
     if (header.type == 'D') {
@@ -672,6 +711,47 @@ result_filter::action result_filter::mask_notification(bytes frame, std::string&
   append_cstr(body, value_out_);
   out.clear();
   append_frame(out, 'A', body);
+  return action::rewritten;
+}
+
+// ParameterStatus: a setting a query can set from data
+// (set_config('application_name', ...)) is echoed here.
+result_filter::action result_filter::mask_parameter_status(bytes frame, std::string& out) {
+  body_reader in(frame.subspan(header_bytes));
+  std::string_view name, value;
+  if (!in.cstr(&name) || !in.cstr(&value) || !in.done()) return refuse("malformed ParameterStatus from the server");
+  value_out_.clear();
+  if (next_masker_->mask_text({reinterpret_cast<const uint8_t*>(value.data()), value.size()}, value_out_) !=
+      mask_outcome::rewritten)
+    return action::pass;
+  if (value_out_.find('\0') != std::string::npos) return refuse("a masked ParameterStatus value holds a NUL");
+  ++values_rewritten_;
+  std::string body;
+  append_cstr(body, name);
+  append_cstr(body, value_out_);
+  out.clear();
+  append_frame(out, 'S', body);
+  return action::rewritten;
+}
+
+// FunctionCallResponse: the function's result, in the format the
+// FunctionCall asked for; a binary one cannot be scanned (fail closed).
+result_filter::action result_filter::mask_function_result(bytes frame, bool binary, std::string& out) {
+  body_reader in(frame.subspan(header_bytes));
+  uint32_t len = 0;
+  if (!in.u32(&len)) return refuse("malformed FunctionCallResponse from the server");
+  if (len == null_length) return in.done() ? action::pass : refuse("malformed FunctionCallResponse from the server");
+  const bytes value = in.rest();
+  if (value.size() != len) return refuse("malformed FunctionCallResponse from the server");
+  if (binary) return refuse("a binary function call result cannot be masked");
+  value_out_.clear();
+  if (next_masker_->mask_text(value, value_out_) != mask_outcome::rewritten) return action::pass;
+  ++values_rewritten_;
+  std::string body;
+  append_u32(body, static_cast<uint32_t>(value_out_.size()));
+  body += value_out_;
+  out.clear();
+  append_frame(out, 'V', body);
   return action::rewritten;
 }
 

@@ -94,8 +94,9 @@ class result_filter {
   // A client message, as forwarded upstream (after the guardrails). Messages
   // the gateway dropped are never seen here. `seq` numbers the command a
   // Query, Parse or FunctionCall starts (for recordings); Bind and Execute
-  // inherit their statement's.
-  void on_frontend(char type, bytes body, uint64_t seq = 0);
+  // inherit their statement's. False when more messages await responses than
+  // outstanding_messages_max: the session must end (on_backend fails too).
+  [[nodiscard]] bool on_frontend(char type, bytes body, uint64_t seq = 0);
 
   // A whole server frame (header included).
   action on_backend(const frame_header& header, bytes frame, std::string& out);
@@ -126,26 +127,32 @@ class result_filter {
 
  private:
   enum class kind : uint8_t { parse, bind, describe_statement, describe_portal, execute, close, sync, query, function };
-  struct outstanding {
-    kind what;
-    std::string name;  // statement or portal
-    uint64_t seq = 0;
-  };
+  // One server-side statement or portal as one Parse or Bind made it: a name
+  // can be given to another later (the unnamed ones with every Parse or
+  // Bind), so what a Describe answers and what an Execute runs are the
+  // objects the name meant when those messages went upstream.
   struct statement {
     std::vector<row_column> columns;
     bool described = false;
     uint64_t seq = 0;
   };
   struct portal {
-    std::string statement;
+    std::shared_ptr<statement> stmt;  // null: a statement the filter never saw prepared
     uint64_t seq = 0;
     std::vector<int16_t> formats;  // Bind's result format codes (0, 1 or n of them)
     std::vector<row_column> described;  // from a Describe of the portal
     bool has_description = false;
   };
+  struct outstanding {
+    kind what = kind::sync;
+    uint64_t seq = 0;
+    std::shared_ptr<statement> stmt;  // describe_statement
+    std::shared_ptr<portal> port;     // describe_portal, execute
+    bool binary = false;              // function: a binary result
+  };
 
   void start_result(const std::vector<row_column>& columns);
-  bool start_execute_result(const std::string& portal_name);
+  bool start_execute_result(const portal* p);
   void end_result();
   void pop_until_sync();
   action begin_row();
@@ -155,6 +162,8 @@ class result_filter {
   action mask_row(bytes frame, std::string& out);
   action mask_fields(const frame_header& header, bytes frame, std::string& out);
   action mask_notification(bytes frame, std::string& out);
+  action mask_parameter_status(bytes frame, std::string& out);
+  action mask_function_result(bytes frame, bool binary, std::string& out);
   action mask_copy_row(bytes frame, std::string& out);
   action refuse(std::string why);
   template <typename Map, typename Value>
@@ -170,8 +179,9 @@ class result_filter {
   std::vector<row_column> last_columns_;
   std::vector<column_plan> plans_;
   std::deque<outstanding> outstanding_;
-  std::unordered_map<std::string, statement> statements_;
-  std::unordered_map<std::string, portal> portals_;
+  std::unordered_map<std::string, std::shared_ptr<statement>> statements_;
+  std::unordered_map<std::string, std::shared_ptr<portal>> portals_;
+  bool overflowed_ = false;  // more client messages awaited responses than outstanding_messages_max
   std::string value_out_;  // scratch for one rewritten value
 
   // A streamed DataRow or CopyData in progress (on_backend_piece).

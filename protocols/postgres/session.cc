@@ -548,6 +548,11 @@ bool session::answer_authentication(bytes body) {
       append_authentication_ok(out);
       send_to_client(out);
       record_session_start();
+      // The client's messages wait for the login's ReadyForQuery: one sent
+      // before it would reach the server ahead of the catalog read, its
+      // result masked without table rules and its rows read as the catalog.
+      login_ready_pending_ = true;
+      from_client_.pause();
       if (!early_client_bytes_.empty()) {
         std::string early;
         early.swap(early_client_bytes_);
@@ -665,7 +670,10 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
       return false;
   }
   ++probe_.frames_from_client;
-  if (tracking_) filter_.on_frontend(header.type, frame.subspan(header_bytes), command_seq_);
+  if (tracking_ && !filter_.on_frontend(header.type, frame.subspan(header_bytes), command_seq_)) {
+    fail("54000", "too many client messages waiting for their responses");
+    return false;
+  }
   io_->send(peer::upstream, frame);
   return true;
 }
@@ -816,8 +824,10 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
     // Goes upstream exactly once: the held copy, now.
     if (header.type == 'Q' && !expect_response()) return;
     ++probe_.frames_from_client;
-    if (tracking_)
-      filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_);
+    if (tracking_ && !filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_)) {
+      fail("54000", "too many client messages waiting for their responses");
+      return;
+    }
     send_to_upstream(frame);
   } else {
     refuse_message("denied: " + reason, header.type == 'P');
@@ -931,10 +941,15 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
       transaction_status_ = static_cast<char>(frame[header_bytes]);
       const bool upstream_failed = upstream_error_in_batch_;
       upstream_error_in_batch_ = false;
-      if (slots_.empty()) {  // the login's own
+      if (login_ready_pending_) {  // the login's own
+        login_ready_pending_ = false;
         if (start_catalog_read(frame)) return true;
-        break;
+        if (!relay_upstream_frame(header, frame)) return false;
+        if (!from_client_.resume(*client_sink_) && from_client_.held_overflow())
+          fail("54000", "too much data from the client before its login completed");
+        return state_ != state::closed;
       }
+      if (slots_.empty()) break;
       response_slot done = std::move(slots_.front());
       slots_.pop_front();
       // The server skips the rest of a batch after its own error, as it

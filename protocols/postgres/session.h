@@ -217,6 +217,7 @@ class session final : public session_handler {
   bool client_terminated_ = false;   // the client sent Terminate
   bool upstream_sent_fatal_ = false; // the upstream already told the client why it is closing
   bool client_mid_frame_ = false;    // part of a streamed frame went to the client
+  bool login_ready_pending_ = false; // the client waits (paused) for the login's ReadyForQuery
 
   // Masking and recording.
   result_filter filter_;

@@ -134,7 +134,7 @@ class result_filter_test : public ::testing::Test {
     out.clear();
     return filter.on_backend(h.header, as_bytes(f), out);
   }
-  void frontend(const std::string& f) { filter.on_frontend(f[0], as_bytes(f).subspan(5), 7); }
+  bool frontend(const std::string& f) { return filter.on_frontend(f[0], as_bytes(f).subspan(5), 7); }
 
   std::shared_ptr<fake_masker> masker = std::make_shared<fake_masker>();
   result_filter filter;
@@ -267,6 +267,123 @@ TEST_F(result_filter_test, copy_out_text_rows_are_masked_and_binary_copy_is_refu
   EXPECT_EQ(backend(frame('H', std::string(1, '\1') + u16(1) + u16(1))), result_filter::action::fail);
 }
 
+// Review (983592a..): a Describe's answer belongs to the statement the
+// Describe was sent for, not to whatever carries its name when it arrives.
+TEST_F(result_filter_test, a_describe_answers_the_statement_it_was_sent_for) {
+  frontend(frame('P', std::string("\0select flag\0", 13) + u16(0)));
+  frontend(frame('D', std::string("S\0", 2)));
+  frontend(frame('P', std::string("\0select note\0", 13) + u16(0)));  // replaces the unnamed statement
+  frontend(frame('B', std::string("\0\0", 2) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('t', u16(0)));
+  backend(row_description({{"flag", 16}}));  // the first statement's
+  backend(frame('1', ""));
+  backend(frame('2', ""));
+  ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
+}
+
+// Rows answer the Execute they follow: the portal bound before it, even when
+// the client has bound the unnamed portal again since.
+TEST_F(result_filter_test, rows_use_the_portal_bound_before_their_execute) {
+  frontend(frame('P', std::string("txt\0select note\0", 16) + u16(0)));
+  frontend(frame('P', std::string("bool\0select flag\0", 17) + u16(0)));
+  frontend(frame('D', std::string("Sbool\0", 6)));
+  frontend(frame('B', std::string("\0txt\0", 5) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('B', std::string("\0bool\0", 6) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('1', ""));
+  backend(frame('t', u16(0)));
+  backend(row_description({{"flag", 16}}));
+  backend(frame('2', ""));
+  ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
+}
+
+// PostgreSQL keys statements and portals by their first NAMEDATALEN-1 (63)
+// bytes: two longer names with those in common are one statement.
+TEST_F(result_filter_test, statement_names_are_cut_as_the_server_cuts_them) {
+  const std::string a = std::string(63, 'n') + "1", b = std::string(63, 'n') + "2";
+  frontend(frame('P', a + '\0' + std::string("select flag\0", 12) + u16(0)));
+  frontend(frame('D', "S" + a + '\0'));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('t', u16(0)));
+  backend(row_description({{"flag", 16}}));
+  backend(frame('Z', "I"));
+  frontend(frame('C', "S" + b + '\0'));  // closes `a` on the server
+  frontend(frame('P', b + '\0' + std::string("select note\0", 12) + u16(0)));
+  frontend(frame('B', std::string("\0", 1) + a + '\0' + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('3', ""));
+  backend(frame('1', ""));
+  backend(frame('2', ""));
+  ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
+}
+
+// After an error in an extended batch the server skips everything up to the
+// Sync, a pipelined Query too: one ReadyForQuery answers them all.
+TEST_F(result_filter_test, an_error_skips_a_pipelined_query_up_to_the_sync) {
+  frontend(frame('P', std::string("\0select\0", 8) + u16(0)));
+  frontend(frame('B', std::string("\0\0", 2) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('Q', std::string("select\0", 7)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('2', ""));
+  backend(frame('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 34)));
+  backend(frame('Z', "I"));
+  // The next batch: a statement described as booleans, rows of another.
+  frontend(frame('P', std::string("bool\0select flag\0", 17) + u16(0)));
+  frontend(frame('D', std::string("Sbool\0", 6)));
+  frontend(frame('P', std::string("txt\0select note\0", 16) + u16(0)));
+  frontend(frame('B', std::string("\0txt\0", 5) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('t', u16(0)));
+  backend(row_description({{"flag", 16}}));
+  backend(frame('1', ""));
+  backend(frame('2', ""));
+  ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
+}
+
+// The client's messages are counted as they go upstream, not only when a
+// response comes back (a server skipping to Sync answers none of them).
+TEST_F(result_filter_test, client_messages_awaiting_responses_are_bounded) {
+  const std::string d = frame('D', std::string("Sx\0", 3));
+  bool refused = false;
+  for (size_t i = 0; i <= outstanding_messages_max && !refused; ++i) refused = !frontend(d);
+  EXPECT_TRUE(refused);
+}
+
+// ParameterStatus echoes settings a query can set from data
+// (set_config('application_name', secret, false)).
+TEST_F(result_filter_test, parameter_status_values_are_masked) {
+  frontend(frame('Q', std::string("select\0", 7)));
+  ASSERT_EQ(backend(frame('S', std::string("application_name\0a secret\0", 26))), result_filter::action::rewritten);
+  EXPECT_EQ(out, frame('S', std::string("application_name\0a [REDACTED]\0", 30)));
+}
+
+// FunctionCallResponse carries a function's result (function_calls: allow).
+TEST_F(result_filter_test, function_call_results_are_masked) {
+  // FunctionCall: oid, 0 argument formats, 0 arguments, text result.
+  frontend(frame('F', u32(1234) + u16(0) + u16(0) + u16(0)));
+  ASSERT_EQ(backend(frame('V', u32(8) + "a secret")), result_filter::action::rewritten);
+  EXPECT_EQ(out, frame('V', u32(12) + "a [REDACTED]"));
+  backend(frame('Z', "I"));
+  frontend(frame('F', u32(1234) + u16(0) + u16(0) + u16(1)));  // binary result
+  EXPECT_EQ(backend(frame('V', u32(8) + "a secret")), result_filter::action::fail);
+}
+
 TEST_F(result_filter_test, inactive_masker_passes_everything) {
   filter.set_masker(nullptr);
   frontend(frame('Q', std::string("select\0", 7)));
@@ -297,7 +414,7 @@ class streamed_row_test : public ::testing::Test {
   streamed_row_test() { filter.set_masker(masker); }
 
   void start_query(const std::vector<col>& cols) {
-    filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7);
+    EXPECT_TRUE(filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7));
     const std::string t = row_description(cols);
     const header_result h = decode_header(direction::backend, as_bytes(t), 1u << 20);
     std::string unused;
@@ -401,7 +518,7 @@ TEST_F(streamed_row_test, a_row_split_at_every_point_is_masked_in_place) {
 
 TEST_F(streamed_row_test, rows_of_an_undescribed_result_are_streamed_as_text) {
   // A DataRow with no RowDescription in front: every value is text.
-  filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7);
+  EXPECT_TRUE(filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7));
   const std::string f = data_row({big_note(), "4111111111111111"});
   const auto got = stream(f, 100, 1000);
   ASSERT_TRUE(got.has_value()) << filter.failure();
@@ -411,7 +528,7 @@ TEST_F(streamed_row_test, rows_of_an_undescribed_result_are_streamed_as_text) {
 }
 
 TEST_F(streamed_row_test, copy_rows_keep_their_framing) {
-  filter.on_frontend('Q', as_bytes(std::string("copy\0", 5)), 7);
+  EXPECT_TRUE(filter.on_frontend('Q', as_bytes(std::string("copy\0", 5)), 7));
   std::string unused;
   const std::string h = frame('H', std::string(1, '\0') + u16(2) + u16(0) + u16(0));
   ASSERT_EQ(filter.on_backend(decode_header(direction::backend, as_bytes(h), 1u << 20).header, as_bytes(h), unused),
@@ -443,15 +560,15 @@ TEST_F(streamed_row_test, malformed_streamed_rows_fail_closed) {
 
 TEST_F(streamed_row_test, a_match_in_a_binary_value_fails_closed) {
   // A binary text[] cannot be rewritten in place; without a match it passes.
-  filter.on_frontend('P', as_bytes(std::string("s\0select\0", 9) + u16(0)), 7);
-  filter.on_frontend('D', as_bytes(std::string("Ss\0", 3)), 0);
-  filter.on_frontend('S', {}, 0);
+  EXPECT_TRUE(filter.on_frontend('P', as_bytes(std::string("s\0select\0", 9) + u16(0)), 7));
+  EXPECT_TRUE(filter.on_frontend('D', as_bytes(std::string("Ss\0", 3)), 0));
+  EXPECT_TRUE(filter.on_frontend('S', {}, 0));
   std::string unused;
   for (const std::string& f : {frame('1', ""), frame('t', u16(0)), row_description({{"tags", 1009}}), frame('Z', "I")})
     (void)filter.on_backend(decode_header(direction::backend, as_bytes(f), 1u << 20).header, as_bytes(f), unused);
-  filter.on_frontend('B', as_bytes(std::string("\0s\0", 3) + u16(0) + u16(0) + u16(1) + u16(1)), 0);
-  filter.on_frontend('E', as_bytes(std::string("\0", 1) + u32(0)), 0);
-  filter.on_frontend('S', {}, 0);
+  EXPECT_TRUE(filter.on_frontend('B', as_bytes(std::string("\0s\0", 3) + u16(0) + u16(0) + u16(1) + u16(1)), 0));
+  EXPECT_TRUE(filter.on_frontend('E', as_bytes(std::string("\0", 1) + u32(0)), 0));
+  EXPECT_TRUE(filter.on_frontend('S', {}, 0));
   (void)filter.on_backend(decode_header(direction::backend, as_bytes(frame('2', "")), 1u << 20).header,
                           as_bytes(frame('2', "")), unused);
   const std::string clean = data_row({std::string(9000, 'a')});
