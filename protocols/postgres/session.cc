@@ -2,6 +2,7 @@
 
 #include <strings.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstring>
@@ -100,7 +101,10 @@ class session::upstream_sink final : public frame_sink {
       std::string& out = s_.rewritten_;
       out.clear();
       const uint64_t rewritten_before = s_.filter_.values_rewritten();
-      switch (s_.filter_.on_backend_piece(h, piece, first, last, out)) {
+      s_.hits_before();
+      const result_filter::action a = s_.filter_.on_backend_piece(h, piece, first, last, out);
+      s_.hits_after();
+      switch (a) {
         case result_filter::action::pass:
           break;
         case result_filter::action::rewritten:
@@ -1096,7 +1100,10 @@ bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
     from_upstream_.set_collect_bytes_max(filter_.active() ? target_.limits.masked_row_bytes_max : 0);
   }
   bytes out = frame;
-  switch (filter_.on_backend(header, frame, rewritten_)) {
+  hits_before();
+  const result_filter::action a = filter_.on_backend(header, frame, rewritten_);
+  hits_after();
+  switch (a) {
     case result_filter::action::pass:
       break;
     case result_filter::action::rewritten:
@@ -1138,8 +1145,9 @@ bool session::start_catalog_read(bytes ready_for_query) {
   catalog_pending_ = true;
   catalog_error_.clear();
   catalog_key_ = std::move(key);
-  catalog_.columns.clear();
-  catalog_.read_at_s = 0;
+  // Read beside the shared one, which other sessions keep using meanwhile
+  // and keep as it was if this read fails.
+  catalog_reading_ = std::make_unique<table_catalog>();
   login_ready_.assign(reinterpret_cast<const char*>(ready_for_query.data()), ready_for_query.size());
   std::string query;
   std::string body = catalog_query(tables);
@@ -1154,19 +1162,20 @@ bool session::on_catalog_frame(const frame_header& header, bytes frame) {
   const bytes body = frame.subspan(header_bytes);
   switch (header.type) {
     case 'D':
-      if (!catalog_.add_row(body) && catalog_error_.empty()) catalog_error_ = "malformed catalog row";
+      if (!catalog_reading_->add_row(body) && catalog_error_.empty()) catalog_error_ = "malformed catalog row";
       return true;
     case 'E':
       catalog_error_ = parse_error_fields(body).message;
       return true;
     case 'Z': {
       catalog_pending_ = false;
+      std::unique_ptr<table_catalog> read = std::move(catalog_reading_);
       if (!catalog_error_.empty()) {
         // Without the catalog, table rules cannot be applied: fail closed.
-        catalog_.columns.clear();
         fail("58000", "masking: cannot read the upstream's catalog for column rules: " + catalog_error_);
         return false;
       }
+      catalog_.columns.swap(read->columns);
       catalog_.tables_key = catalog_key_;
       catalog_.read_at_s = now_s();
       std::string ready;
@@ -1179,6 +1188,41 @@ bool session::on_catalog_frame(const frame_header& header, bytes frame) {
     default:
       return true;  // RowDescription, CommandComplete, notices: the gateway's own query
   }
+}
+
+// Matches found for this session: the shard's masker counts for every
+// session on the shard, so the counters are read around this session's own
+// calls into the filter and only what changed meanwhile is this session's.
+uint64_t session::masker_total(const data_masker& m) {
+  uint64_t total = 0;
+  for (uint64_t h : m.hits()) total += h;
+  return total;
+}
+
+void session::hits_before() {
+  if (shard_.recorder == nullptr || shard_.masker == nullptr || *shard_.masker == nullptr) return;
+  const data_masker* m = shard_.masker->get();
+  if (m != hits_masker_) {
+    hits_masker_ = m;  // a new policy version: a new set of counters
+    command_hits_.assign(m->hits().size(), 0);
+    hits_seen_total_ = ~uint64_t{0};
+  }
+  const uint64_t total = masker_total(*m);
+  if (total == hits_seen_total_) return;
+  hits_seen_.assign(m->hits().begin(), m->hits().end());
+  hits_seen_total_ = total;
+}
+
+void session::hits_after() {
+  if (hits_masker_ == nullptr || shard_.masker == nullptr || shard_.masker->get() != hits_masker_) return;
+  const uint64_t total = masker_total(*hits_masker_);
+  if (total == hits_seen_total_) return;
+  const std::span<const uint64_t> hits = hits_masker_->hits();
+  for (size_t i = 0; i < hits.size() && i < hits_seen_.size() && i < command_hits_.size(); ++i) {
+    command_hits_[i] += hits[i] - hits_seen_[i];
+    hits_seen_[i] = hits[i];
+  }
+  hits_seen_total_ = total;
 }
 
 bool session::recording_refuses() {
@@ -1257,16 +1301,12 @@ void session::record_result(uint64_t seq, const frame_header& header, bytes fram
   std::vector<std::string> columns;
   for (const row_column& c : filter_.last_columns()) columns.push_back(c.name);
   std::vector<std::pair<std::string, uint64_t>> masked;
-  if (shard_.masker != nullptr && *shard_.masker != nullptr) {
-    const data_masker& m = **shard_.masker;
-    const std::span<const uint64_t> hits = m.hits();
-    const std::span<const std::string> names = m.hit_names();
-    if (hits_seen_.size() != hits.size()) hits_seen_.assign(hits.size(), 0);
-    for (size_t i = 0; i < hits.size() && i < names.size(); ++i) {
-      if (hits[i] > hits_seen_[i]) masked.emplace_back(names[i], hits[i] - hits_seen_[i]);
-      hits_seen_[i] = hits[i];
-    }
+  if (hits_masker_ != nullptr) {
+    const std::span<const std::string> names = hits_masker_->hit_names();
+    for (size_t i = 0; i < command_hits_.size() && i < names.size(); ++i)
+      if (command_hits_[i] != 0) masked.emplace_back(names[i], command_hits_[i]);
   }
+  std::fill(command_hits_.begin(), command_hits_.end(), 0);
   rec_result r;
   r.id = id_;
   r.unix_us = now_us();

@@ -172,6 +172,9 @@ class session final : public session_handler {
                        std::string_view approver, std::string_view reason);
   void record_result(uint64_t seq, const frame_header& header, bytes frame);
   bool recording_refuses();
+  static uint64_t masker_total(const data_masker& m);
+  void hits_before();
+  void hits_after();
   bool start_catalog_read(bytes ready_for_query);
   bool on_catalog_frame(const frame_header& header, bytes frame);
   verdict answer_prompt_set(std::string_view sql);
@@ -223,7 +226,11 @@ class session final : public session_handler {
   result_filter filter_;
   bool tracking_ = false;         // masking or recording wants to follow results
   std::string rewritten_;         // a masked frame on its way to the client
-  std::vector<uint64_t> hits_seen_;  // the masker's counters at the last result's end
+  // This session's matches by the masker's counter (for its recording).
+  const data_masker* hits_masker_ = nullptr;  // whose counters hits_seen_ mirrors
+  std::vector<uint64_t> hits_seen_;           // its counters when last read
+  uint64_t hits_seen_total_ = 0;
+  std::vector<uint64_t> command_hits_;        // this session's, since the last result was recorded
   session_id id_;
   bool recorded_start_ = false;
   uint64_t command_seq_ = 0;
@@ -241,6 +248,7 @@ class session final : public session_handler {
   std::string catalog_error_;
   std::string catalog_key_;
   std::string login_ready_;
+  std::unique_ptr<table_catalog> catalog_reading_;  // the read in flight
 
   frame_stream from_client_;
   frame_stream from_upstream_;

@@ -111,6 +111,10 @@ class RecordingTest(h.GatewayTestCase):
         first = results[0]
         self.assertEqual(first["command_tag"], "SELECT 2")
         self.assertEqual(first["rows_total"], 2)
+        # This session's own matches: the two emails of its two rows, whatever
+        # other sessions on the shard masked meanwhile.
+        self.assertEqual(first["masked"], {"email": 2}, first)
+        self.assertEqual(results[-1]["masked"], {})  # SELECT 42 masked nothing
         dump = json.dumps(evs)
         self.assertNotIn(EMAIL, dump)            # results are recorded masked
         self.assertIn("@example.com", dump)
