@@ -253,6 +253,22 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
   }
 }
 
+void result_filter::pop_outstanding() {
+  if (outstanding_.front().forgets) forget_at_ready_ = true;
+  outstanding_.pop_front();
+}
+
+void result_filter::forget_after_last() {
+  if (!outstanding_.empty()) outstanding_.back().forgets = true;
+}
+
+void result_filter::forget_statement_descriptions() {
+  for (auto& [name, st] : statements_) {
+    st->columns.clear();
+    st->described = false;
+  }
+}
+
 result_filter::action result_filter::refuse(std::string why) {
   failure_ = std::move(why);
   return action::fail;
@@ -317,7 +333,7 @@ void result_filter::end_result() {
 // After an error in an extended batch the server skips every message up to
 // the Sync, a Query or FunctionCall among them too.
 void result_filter::pop_until_sync() {
-  while (!outstanding_.empty() && outstanding_.front().what != kind::sync) outstanding_.pop_front();
+  while (!outstanding_.empty() && outstanding_.front().what != kind::sync) pop_outstanding();
 }
 
 result_filter::action result_filter::on_backend(const frame_header& header, bytes frame, std::string& out) {
@@ -330,7 +346,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     if (outstanding_.empty()) return;
     for (kind k : kinds)
       if (outstanding_.front().what == k) {
-        outstanding_.pop_front();
+        pop_outstanding();
         return;
       }
   };
@@ -353,7 +369,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
           st->columns = std::move(columns);
           st->described = true;
         }
-        outstanding_.pop_front();
+        pop_outstanding();
       } else if (front == kind::describe_portal) {
         if (portal* p = outstanding_.front().port.get()) {
           // The portal's statement has the same columns (only the formats are
@@ -367,7 +383,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
           p->described = std::move(columns);
           p->has_description = true;
         }
-        outstanding_.pop_front();
+        pop_outstanding();
       } else {
         start_result(columns);  // a simple Query's result
       }
@@ -386,7 +402,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     case 's':
       end_result();
       ended_seq_ = front_seq;
-      if (front == kind::execute) outstanding_.pop_front();
+      if (front == kind::execute) pop_outstanding();
       return action::pass;
     case 'E': {
       end_result();
@@ -421,8 +437,14 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       copy_out_ = false;
       while (!outstanding_.empty()) {
         const kind k = outstanding_.front().what;
-        outstanding_.pop_front();
+        pop_outstanding();
         if (k == kind::sync || k == kind::query || k == kind::function) break;
+      }
+      if (forget_at_ready_) {
+        // The command that may have replaced prepared statements has run;
+        // descriptions that arrived before now may be stale.
+        forget_statement_descriptions();
+        forget_at_ready_ = false;
       }
       return action::pass;
     case 'H':

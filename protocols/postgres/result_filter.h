@@ -122,6 +122,16 @@ class result_filter {
   const std::vector<row_column>& last_columns() const { return last_columns_; }
   const std::string& failure() const { return failure_; }
 
+  // SQL can prepare and deallocate statements too (PREPARE, DEALLOCATE,
+  // DISCARD ALL, or dynamic SQL in DO and CALL), behind the filter's back:
+  // after such a command no remembered statement description is trusted
+  // (their rows are masked as text until described again, binary refused).
+  void forget_statement_descriptions();
+  // The same, once the server has answered the last message given to
+  // on_frontend (its batch's ReadyForQuery): descriptions answering earlier,
+  // pipelined messages arrive before that and must be forgotten too.
+  void forget_after_last();
+
   // Values rewritten so far, for metrics.
   uint64_t values_rewritten() const { return values_rewritten_; }
 
@@ -149,12 +159,14 @@ class result_filter {
     std::shared_ptr<statement> stmt;  // describe_statement
     std::shared_ptr<portal> port;     // describe_portal, execute
     bool binary = false;              // function: a binary result
+    bool forgets = false;             // see forget_after_last()
   };
 
   void start_result(const std::vector<row_column>& columns);
   bool start_execute_result(const portal* p);
   void end_result();
   void pop_until_sync();
+  void pop_outstanding();
   action begin_row();
   bool begin_copy_row();
   action stream_row_bytes(bytes in, std::string& out);
@@ -205,6 +217,7 @@ class result_filter {
   std::string failure_;
   uint64_t values_rewritten_ = 0;
   uint64_t ended_seq_ = 0;
+  bool forget_at_ready_ = false;
 };
 
 }  // namespace agentgate::pg

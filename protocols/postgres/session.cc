@@ -48,6 +48,21 @@ int64_t now_us() {
 
 bool is_command(char type) { return type == 'Q' || type == 'P' || type == 'F'; }
 
+// Command tags after which the server's prepared statements may differ from
+// what the client's protocol messages told the gateway.
+bool changes_prepared_statements(std::string_view kinds) {
+  static constexpr std::string_view tags[] = {"PREPARE", "DEALLOCATE", "DISCARD", "DO", "CALL"};
+  while (!kinds.empty()) {
+    const size_t comma = kinds.find(',');
+    const std::string_view kind = kinds.substr(0, comma);
+    for (std::string_view t : tags)
+      if (kind.substr(0, t.size()) == t && (kind.size() == t.size() || kind[t.size()] == ' ')) return true;
+    if (comma == std::string_view::npos) break;
+    kinds.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 }  // namespace
 
 // ---- sinks: adapt frame_stream callbacks to the session's handlers ---------
@@ -678,6 +693,10 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
     fail("54000", "too many client messages waiting for their responses");
     return false;
   }
+  if (forget_statements_) {
+    filter_.forget_after_last();
+    forget_statements_ = false;
+  }
   io_->send(peer::upstream, frame);
   return true;
 }
@@ -687,6 +706,7 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
 // Decides whether a client message may go upstream, and keeps the books of
 // which responses the client is owed.
 session::verdict session::guard(const frame_header& header, bytes frame) {
+  forget_statements_ = false;
   const bool extended = header.type == 'P' || header.type == 'B' || header.type == 'E' ||
                         header.type == 'D' || header.type == 'C' || header.type == 'H';
   if (discarding_until_sync_) {
@@ -735,6 +755,8 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
     }
   }
   if (is_command(header.type)) record_command(header, frame, decision);
+  forget_statements_ = decision != nullptr && header.type != 'F' && tracking_ &&
+                       changes_prepared_statements(shard_.inspector->last_kinds());
   if (decision != nullptr && decision->action == policy_action::require_approval &&
       shard_.approvals != nullptr)
     return hold(header, frame, *decision);
@@ -831,6 +853,10 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
     if (tracking_ && !filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_)) {
       fail("54000", "too many client messages waiting for their responses");
       return;
+    }
+    if (forget_statements_) {
+      filter_.forget_after_last();
+      forget_statements_ = false;
     }
     send_to_upstream(frame);
   } else {

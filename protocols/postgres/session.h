@@ -249,6 +249,7 @@ class session final : public session_handler {
   std::string catalog_key_;
   std::string login_ready_;
   std::unique_ptr<table_catalog> catalog_reading_;  // the read in flight
+  bool forget_statements_ = false;  // the command being forwarded may replace prepared statements
 
   frame_stream from_client_;
   frame_stream from_upstream_;

@@ -126,6 +126,14 @@ class MaskingWireTest(h.GatewayTestCase):
         self.assertIn("D", [t for t, _ in msgs], msgs)
         self.assert_not_leaked(msgs, CARD, "after a skipped query")
 
+    def test_sql_deallocate_and_prepare_behind_the_protocol(self):
+        # s is described as a boolean, then replaced through SQL, then bound
+        # in binary: the old description must not be trusted.
+        msgs = self.exchange([parse("s", "SELECT true"), describe(b"S", "s"), SYNC,
+                              h.query_message("DEALLOCATE s; PREPARE s AS SELECT card FROM customers"),
+                              bind("", "s"), execute(), SYNC], ready=3)
+        self.assert_not_leaked(msgs, CARD, "statement replaced by SQL")
+
     def test_parameter_status_is_masked(self):
         msgs = self.exchange([h.query_message(
             "SELECT set_config('application_name', card, false) IS NOT NULL FROM customers")])
