@@ -118,6 +118,10 @@ class data_masker {
   // The tables column rules name ("public.users" or "users", lower case),
   // so the protocol can resolve result columns to them through the catalog.
   virtual std::span<const std::string> rule_tables() const { return {}; }
+
+  // Whether the policy has column rules: rows whose columns the protocol
+  // could not name cannot be checked against them, so they are refused.
+  virtual bool has_column_rules() const { return false; }
 };
 
 }  // namespace agentgate

@@ -312,6 +312,7 @@ class shard_masker final : public data_masker {
   std::span<const std::uint64_t> hits() const override { return hits_; }
   std::uint64_t bytes_scanned() const override { return bytes_scanned_; }
   std::span<const std::string> rule_tables() const override { return engine_->rule_tables_; }
+  bool has_column_rules() const override { return !engine_->settings_.columns.empty(); }
 
  private:
   enum class scan_result { none, found, failed };

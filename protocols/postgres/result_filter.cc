@@ -481,6 +481,11 @@ result_filter::action result_filter::begin_row() {
     text_only_ = true;
   }
   if (masker_ == nullptr || !masker_->active()) return action::pass;
+  // Column rules go by column name and table: rows nobody described cannot
+  // be checked against them (every driver describes what it executes).
+  if (text_only_ && masker_->has_column_rules())
+    return refuse("the policy has column rules and these rows' columns were never described to the gateway; "
+                  "send Describe before Execute");
   return action::rewritten;
 }
 

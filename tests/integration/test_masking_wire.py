@@ -80,16 +80,33 @@ class MaskingWireTest(h.GatewayTestCase):
             conn.commit()
 
     def exchange(self, messages, ready=1):
+        """Messages up to the ready-th ReadyForQuery, or up to the
+        gateway's closing error."""
         s, r, _ = h.raw_login("127.0.0.1", self.gw.port)
+        msgs = []
         try:
             s.sendall(b"".join(messages))
-            return read_until_ready(r, ready)
+            while ready:
+                m = r.read_message()
+                if m is None:
+                    break
+                msgs.append(m)
+                if m[0] == "Z":
+                    ready -= 1
+            return msgs
         finally:
             s.close()
 
     def assert_not_leaked(self, msgs, raw, what):
         blob = b"".join(body for _, body in msgs if body)
         self.assertNotIn(raw.encode(), blob, f"{what}: {msgs}")
+
+    def assert_masked_or_refused(self, msgs):
+        """Rows came (masked), or the gateway refused rows it could not
+        check (undescribed rows while the policy has column rules: 0A000)."""
+        types = [t for t, _ in msgs]
+        refused = [b for t, b in msgs if t == "E" and b"C0A000" in b and b"never described" in b]
+        self.assertTrue("D" in types or refused, msgs)
 
     # Named so it runs first: the shard's catalog has not been read yet.
     def test_0_query_pipelined_behind_the_login_sees_table_rules(self):
@@ -106,7 +123,7 @@ class MaskingWireTest(h.GatewayTestCase):
     def test_describe_of_a_replaced_unnamed_statement(self):
         msgs = self.exchange([parse("", "SELECT true"), describe(b"S", ""),
                               parse("", "SELECT card FROM customers"), bind("", ""), execute(), SYNC])
-        self.assertIn("D", [t for t, _ in msgs], msgs)
+        self.assert_masked_or_refused(msgs)
         self.assert_not_leaked(msgs, CARD, "re-parsed unnamed statement")
 
     def test_statement_names_longer_than_namedatalen(self):
@@ -114,7 +131,7 @@ class MaskingWireTest(h.GatewayTestCase):
         msgs = self.exchange([parse(a, "SELECT true"), describe(b"S", a), SYNC,
                               close(b"S", b), parse(b, "SELECT card FROM customers"),
                               bind("", a), execute(), SYNC], ready=2)
-        self.assertIn("D", [t for t, _ in msgs], msgs)
+        self.assert_masked_or_refused(msgs)
         self.assert_not_leaked(msgs, CARD, "long statement names")
 
     def test_error_skips_a_pipelined_query(self):
@@ -123,7 +140,7 @@ class MaskingWireTest(h.GatewayTestCase):
                               parse("b", "SELECT true"), describe(b"S", "b"),
                               parse("t", "SELECT card FROM customers"), bind("", "t"), execute(), SYNC],
                              ready=2)
-        self.assertIn("D", [t for t, _ in msgs], msgs)
+        self.assert_masked_or_refused(msgs)
         self.assert_not_leaked(msgs, CARD, "after a skipped query")
 
     def test_sql_deallocate_and_prepare_behind_the_protocol(self):

@@ -397,11 +397,11 @@ TEST_F(result_filter_test, inactive_masker_passes_everything) {
 
 // The real engine: cards and emails partial (last four, the domain), the
 // other detectors redact.
-std::shared_ptr<data_masker> real_masker() {
+std::shared_ptr<data_masker> real_masker(bool column_rules = true) {
   masking_settings s;
   s.present = true;
   s.detectors = {{"credit_card", mask_style::partial}, {"email", mask_style::partial}};
-  s.columns.push_back({"(?i)^secret$", "", mask_style::redact});
+  if (column_rules) s.columns.push_back({"(?i)^secret$", "", mask_style::redact});
   auto engine = masking::mask_engine::build(s);
   EXPECT_TRUE(engine.is_ok());
   auto m = masking::make_shard_masker(engine.value());
@@ -516,8 +516,17 @@ TEST_F(streamed_row_test, a_row_split_at_every_point_is_masked_in_place) {
   end_query();
 }
 
+TEST_F(streamed_row_test, undescribed_rows_are_refused_when_the_policy_has_column_rules) {
+  EXPECT_TRUE(filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7));
+  const std::string f = data_row({big_note(), "4111111111111111"});
+  EXPECT_FALSE(stream(f, 100, 1000).has_value());
+  EXPECT_NE(filter.failure().find("column rules"), std::string::npos) << filter.failure();
+}
+
 TEST_F(streamed_row_test, rows_of_an_undescribed_result_are_streamed_as_text) {
-  // A DataRow with no RowDescription in front: every value is text.
+  // A DataRow with no RowDescription in front: every value is text (a
+  // policy without column rules, which such rows could not be checked against).
+  filter.set_masker(real_masker(false));
   EXPECT_TRUE(filter.on_frontend('Q', as_bytes(std::string("select\0", 7)), 7));
   const std::string f = data_row({big_note(), "4111111111111111"});
   const auto got = stream(f, 100, 1000);
