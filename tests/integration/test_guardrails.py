@@ -163,19 +163,21 @@ class GuardrailsTest(h.GatewayTestCase):
         s, r, _ = self.wire_session()
         parse_ok = h.frame("P", b"\0SELECT 42\0\0\0")
         parse_bad = h.frame("P", b"\0DROP TABLE t\0\0\0")
-        bind = h.frame("B", b"\0\0\0\0\0\0\0\0")
+        # Bind, Describe (portal), Execute, as libpq sends them: the demo
+        # policy has column rules, and rows nobody described are refused.
+        bind = h.frame("B", b"\0\0\0\0\0\0\0\0") + h.frame("D", b"P\0")
         execute = h.frame("E", b"\0\0\0\0\0")
         sync = h.frame("S", b"")
         # A good batch, then one whose Parse is refused, then a good one again.
         s.sendall(parse_ok + bind + execute + sync + parse_bad + bind + execute + sync +
                   parse_ok + bind + execute + sync)
         first = self.read_until_z(r)
-        self.assertEqual([t for t, _ in first], ["1", "2", "D", "C", "Z"])
+        self.assertEqual([t for t, _ in first], ["1", "2", "T", "D", "C", "Z"])
         second = self.read_until_z(r)
         self.assertEqual([t for t, _ in second], ["E", "Z"])
         self.assertEqual(h.error_fields(second[0][1])["C"], "42501")
         third = self.read_until_z(r)
-        self.assertEqual([t for t, _ in third], ["1", "2", "D", "C", "Z"])
+        self.assertEqual([t for t, _ in third], ["1", "2", "T", "D", "C", "Z"])
         s.sendall(h.TERMINATE)
         s.close()
         self.assertEqual(self.row_count(), "100")
