@@ -19,6 +19,7 @@
 #include "appliance/control.h"
 #include "appliance/guard.h"
 #include "appliance/shard_tasks.h"
+#include "core/clock.h"
 #include "core/identity/jwks_refresher.h"
 #include "core/identity/jwt_authenticator.h"
 #include "core/log.h"
@@ -36,12 +37,6 @@ constexpr int exit_config = 2;
 constexpr int listen_backlog = 4096;
 
 constexpr int recorder_poll_interval_ms = 20;
-
-int64_t monotonic_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
-}
 
 // Runs on the recorder's shard.
 class poll_recorder_task final : public shard_task {

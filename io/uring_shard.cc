@@ -18,6 +18,7 @@
 #include <ctime>
 #include <fstream>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "io/tls_channel.h"
 
@@ -46,12 +47,6 @@ uint64_t make_user_data(void* owner, op o, peer side = peer::client) {
   const auto p = reinterpret_cast<uint64_t>(owner);
   assert((p & 0xf) == 0);
   return p | o | (side == peer::upstream ? side_bit : 0);
-}
-
-uint64_t monotonic_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
 std::string errno_text(int err) { return std::string(strerror(err)); }
@@ -855,7 +850,7 @@ void uring_shard::shutdown_all() {
 void uring_shard::run(const std::atomic<bool>& stop) {
   for (auto& l : listeners_) arm_accept(*l);
   arm_wake();
-  now_ms_ = monotonic_ms();
+  now_ms_ = static_cast<uint64_t>(monotonic_ms());
   bool stopping = false;
   uint64_t stop_deadline_ms = 0;
   for (;;) {
@@ -875,7 +870,7 @@ void uring_shard::run(const std::atomic<bool>& stop) {
     const int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &wait, nullptr);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
       AG_ERROR("io_uring wait failed: %s", errno_text(-rc).c_str());
-    now_ms_ = monotonic_ms();
+    now_ms_ = static_cast<uint64_t>(monotonic_ms());
     unsigned head = 0;
     unsigned count = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {

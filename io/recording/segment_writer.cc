@@ -5,6 +5,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "io/recording/crc32c.h"
 #include "io/recording/format.h"
@@ -14,12 +15,6 @@ namespace {
 
 constexpr size_t segment_name_digits = 20;
 constexpr std::string_view segment_suffix = ".seg";
-
-int64_t wall_us() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
 
 }  // namespace
 
@@ -133,7 +128,7 @@ status segment_writer::open_segment(uint64_t base) {
   buf_.clear();
   segments_.push_back(segment_info{base, 0, path, 0});
   std::string header;
-  encode_file_header(file_header{format_version, options_.shard, base, wall_us()}, header);
+  encode_file_header(file_header{format_version, options_.shard, base, unix_us()}, header);
   (void)frame(header);  // into the empty buffer: cannot fail
   const iovec v{buf_.data(), buf_.size()};
   status written = active_->append(std::span<const iovec>(&v, 1), 0);
@@ -275,7 +270,7 @@ void segment_writer::reap(bool wait) {
 bool segment_writer::roll() {
   if (!write_out()) return false;
   const uint64_t next_base = base_ + file_pos_;
-  segments_.back().closed_wall_ms = wall_us() / 1000;
+  segments_.back().closed_wall_ms = unix_us() / 1000;
   if (options_.fsync_always) {
     sync_now();
     if (!available_) return false;
@@ -375,7 +370,7 @@ void segment_writer::try_recover() {
       bytes = reader.valid_end();
     }
     segments_.back().bytes = bytes;
-    segments_.back().closed_wall_ms = wall_us() / 1000;
+    segments_.back().closed_wall_ms = unix_us() / 1000;
     file_pos_ = bytes;
     active_.reset();
   }
@@ -398,7 +393,7 @@ void segment_writer::apply_retention() {
   if (r.hours == 0 && r.bytes == 0) return;
   uint64_t total = 0;
   for (const segment_info& s : segments_) total += s.bytes;
-  const int64_t now_wall_ms = wall_us() / 1000;
+  const int64_t now_wall_ms = unix_us() / 1000;
   const int64_t max_age_ms = static_cast<int64_t>(r.hours) * 3600 * 1000;
   while (segments_.size() > 1) {
     const segment_info& oldest = segments_.front();

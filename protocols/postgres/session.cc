@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
 
@@ -34,17 +35,8 @@ bytes as_bytes(const std::string& s) {
 
 std::string_view as_view(bytes b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
-int64_t now_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-  return ts.tv_sec;
-}
-
-int64_t now_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
-}
+int64_t now_s() { return unix_s_coarse(); }
+int64_t now_us() { return unix_us(); }
 
 bool is_command(char type) { return type == 'Q' || type == 'P' || type == 'F'; }
 
