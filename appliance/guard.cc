@@ -83,13 +83,4 @@ const policy_decision& policy_guard::inspect_function_call(std::string_view targ
   return decision_;
 }
 
-std::string policy_guard::last_kinds() const {
-  std::string out;
-  for (const statement_facts& f : classification_.statements) {
-    if (!out.empty()) out += ',';
-    out += f.kind;
-  }
-  return out;
-}
-
 }  // namespace agentgate

@@ -45,7 +45,7 @@ class policy_guard final : public command_inspector {
                                      std::string_view sql) override;
   const policy_decision& inspect_function_call(std::string_view target,
                                                const session_identity& who) override;
-  std::string last_kinds() const override;
+  std::span<const statement_facts> last_statements() const override { return classification_.statements; }
   std::string_view parse_error() const override {
     return classification_.parsed ? std::string_view() : std::string_view(classification_.parse_error);
   }

@@ -5,12 +5,14 @@
 // shard's thread.
 
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/authenticator.h"
 #include "core/policy.h"
+#include "core/sql_facts.h"
 
 namespace agentgate {
 
@@ -27,9 +29,9 @@ class command_inspector {
   // The legacy FunctionCall message, whose function the gateway cannot see by name.
   virtual const policy_decision& inspect_function_call(std::string_view target,
                                                        const session_identity& who) = 0;
-  // The command tags of the statements the last inspect_sql saw, comma
-  // separated ("SELECT", "BEGIN,UPDATE,COMMIT"), for recordings.
-  virtual std::string last_kinds() const { return {}; }
+  // The statements the last inspect_sql saw (valid until the next call),
+  // e.g. for their command tags; empty when it could not read them.
+  virtual std::span<const statement_facts> last_statements() const { return {}; }
 };
 
 // A command held for a human's approval, as the approvals service sees it.

@@ -42,15 +42,12 @@ bool is_command(char type) { return type == 'Q' || type == 'P' || type == 'F'; }
 
 // Command tags after which the server's prepared statements may differ from
 // what the client's protocol messages told the gateway.
-bool changes_prepared_statements(std::string_view kinds) {
+bool changes_prepared_statements(std::span<const statement_facts> statements) {
   static constexpr std::string_view tags[] = {"PREPARE", "DEALLOCATE", "DISCARD", "DO", "CALL"};
-  while (!kinds.empty()) {
-    const size_t comma = kinds.find(',');
-    const std::string_view kind = kinds.substr(0, comma);
+  for (const statement_facts& f : statements) {
+    const std::string_view kind = f.kind;
     for (std::string_view t : tags)
       if (kind.substr(0, t.size()) == t && (kind.size() == t.size() || kind[t.size()] == ' ')) return true;
-    if (comma == std::string_view::npos) break;
-    kinds.remove_prefix(comma + 1);
   }
   return false;
 }
@@ -748,7 +745,7 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
   }
   if (is_command(header.type)) record_command(header, frame, decision);
   forget_statements_ = decision != nullptr && header.type != 'F' && tracking_ &&
-                       changes_prepared_statements(shard_.inspector->last_kinds());
+                       changes_prepared_statements(shard_.inspector->last_statements());
   if (decision != nullptr && decision->action == policy_action::require_approval &&
       shard_.approvals != nullptr)
     return hold(header, frame, *decision);
@@ -1276,8 +1273,12 @@ void session::record_command(const frame_header& header, bytes frame, const poli
   prompt_context from_comment;
   const bool commented = header.type != 'F' && prompt_from_comment(text, from_comment);
   const prompt_context& prompt = commented ? from_comment : prompt_;
-  const std::string kinds =
-      shard_.inspector != nullptr && header.type != 'F' ? shard_.inspector->last_kinds() : std::string();
+  std::string kinds;  // "SELECT", "BEGIN,UPDATE,COMMIT"
+  if (shard_.inspector != nullptr && header.type != 'F')
+    for (const statement_facts& f : shard_.inspector->last_statements()) {
+      if (!kinds.empty()) kinds += ',';
+      kinds += f.kind;
+    }
   rec_command c;
   c.id = id_;
   c.unix_us = command_started_us_;
@@ -1316,8 +1317,10 @@ void session::record_result(uint64_t seq, const frame_header& header, bytes fram
   } else if (header.type == 's') {
     tag = "(portal suspended)";
   }
-  std::vector<std::string> columns;
-  for (const row_column& c : filter_.last_columns()) columns.push_back(c.name);
+  // Kept between results: its strings keep their capacity.
+  const std::vector<row_column>& described = filter_.last_columns();
+  result_columns_.resize(described.size());
+  for (size_t i = 0; i < described.size(); ++i) result_columns_[i].assign(described[i].name);
   std::vector<std::pair<std::string, uint64_t>> masked;
   if (hits_masker_ != nullptr) {
     const std::span<const std::string> names = hits_masker_->hit_names();
@@ -1329,7 +1332,7 @@ void session::record_result(uint64_t seq, const frame_header& header, bytes fram
   r.id = id_;
   r.unix_us = now_us();
   r.seq = seq != 0 ? seq : command_seq_;
-  r.columns = columns;
+  r.columns = result_columns_;
   r.rows = result_rows_;
   r.rows_total = result_rows_total_;
   r.rows_truncated = result_rows_truncated_;

@@ -237,6 +237,7 @@ class session final : public session_handler {
   int64_t command_started_us_ = 0;
   std::string result_rows_;       // masked DataRow bodies of the result in progress, bounded
   uint64_t result_rows_total_ = 0;
+  std::vector<std::string> result_columns_;  // the names of the result being recorded
   bool result_rows_truncated_ = false;
   uint64_t bytes_from_client_ = 0;
   uint64_t bytes_to_client_ = 0;
