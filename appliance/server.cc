@@ -105,6 +105,8 @@ class service_gate final : public approval_gate {
     q.approvers = std::move(t.approvers);
     q.timeout_s = t.timeout_s;
     q.client_address = std::move(t.client_address);
+    q.session_id = std::move(t.session_id);
+    q.prompt_id = std::move(t.prompt_id);
     return service_.submit(std::move(q), [cb = std::move(on_verdict)](const approval_verdict& v) {
       cb(v.approved, v.reason, v.approver);
     });

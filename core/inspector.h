@@ -44,6 +44,8 @@ struct approval_ticket {
   std::vector<std::string> approvers;
   uint32_t timeout_s = 0;
   std::string client_address;
+  std::string session_id;  // 32 hex digits, as in the logs and recordings
+  std::string prompt_id;   // the prompt attribution of the command, if any
 };
 
 // Called once with the verdict, from a control-plane thread; the session's

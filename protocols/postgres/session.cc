@@ -801,6 +801,9 @@ session::verdict session::hold(const frame_header& header, bytes frame, const po
   ticket.approvers.assign(decision.approvers.begin(), decision.approvers.end());
   ticket.timeout_s = decision.timeout_s;
   ticket.client_address = io_->client_address();
+  ticket.session_id = id_.hex();
+  prompt_context from_comment;
+  ticket.prompt_id = prompt_from_comment(ticket.command, from_comment) ? from_comment.prompt_id : prompt_.prompt_id;
   cancel_registry& registry = *shard_.cancels->per_shard[io_->shard().shard_id()];
   const uint64_t waiter = registry.add_waiter(*this);
   shard_services* shard = &io_->shard();

@@ -135,6 +135,7 @@ class ApprovalsTest(h.unittest.TestCase):
         self.assertEqual(req["rule"], "bulk-writes")
         self.assertEqual(req["requester"]["subject"], "alice")
         self.assertIn("UPDATE t SET n = n + 1", req["command"])
+        self.assertRegex(req["session"] or "", r"^[0-9a-f]{32}$")  # the session's id, as in its recording
         # The requester cannot approve; someone outside the approver group neither.
         status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.alice)
         self.assertEqual(status, 403, body)
