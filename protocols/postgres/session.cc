@@ -1112,7 +1112,7 @@ bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
     io_->send(peer::client, frame);
     return true;
   }
-  if (header.type == 'Z' && shard_.masker != nullptr) {
+  if (header.type == 'Z' && shard_.masker != nullptr && filter_.masker() != *shard_.masker) {
     // A new policy's masking starts with the next command, never mid-result.
     filter_.set_masker(*shard_.masker);
     from_upstream_.set_collect_bytes_max(filter_.active() ? target_.limits.masked_row_bytes_max : 0);
