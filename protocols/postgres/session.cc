@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 
@@ -18,9 +19,11 @@ namespace {
 // Startup parameters a client may set on the upstream session. Everything
 // else (user, database, options, replication, session_authorization, ...) is
 // the gateway's to decide: `options=-c role=...` must never slip through.
-constexpr std::array<const char*, 9> forwarded_parameters = {
-    "application_name", "client_encoding", "DateStyle",   "TimeZone",  "extra_float_digits",
-    "IntervalStyle",    "search_path",     "lc_monetary", "geqo",
+// client_encoding is the gateway's too: it is resolved, checked and sent
+// once (choose_client_encoding), with standard_conforming_strings=on.
+constexpr std::array<const char*, 8> forwarded_parameters = {
+    "application_name", "DateStyle",   "TimeZone",  "extra_float_digits",
+    "IntervalStyle",    "search_path", "lc_monetary", "geqo",
 };
 
 bool is_forwarded_parameter(const std::string& name) {
@@ -338,6 +341,7 @@ bool session::handle_startup_packet(const startup_packet& packet, bool more_byte
     send_to_client(out);
   }
   startup_ = packet;
+  if (!choose_client_encoding()) return false;
   if (const std::string* options = packet.find("options")) prompt_ = prompt_from_options(*options);
   if (target_.config.client_auth == client_auth_mode::jwt) {
     if (!io_->tls_active(peer::client) && !target_.config.allow_plaintext_auth) {
@@ -504,6 +508,10 @@ void session::send_upstream_startup() {
   params.emplace_back("database", target_.config.upstream.database);
   for (const auto& [name, value] : startup_.parameters)
     if (is_forwarded_parameter(name)) params.emplace_back(name, value);
+  // The two settings the classifier's reading depends on, fixed for the
+  // session; watch_parameter_status() ends it if either ever changes.
+  params.emplace_back("client_encoding", encoding_.name);
+  params.emplace_back("standard_conforming_strings", "on");
   std::string out;
   append_startup(out, params);
   send_to_upstream(out);
@@ -686,6 +694,8 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
     filter_.forget_after_last();
     forget_statements_ = false;
   }
+  if (header.type == 'B' || header.type == 'E') batch_executed_ = true;
+  else if (header.type == 'S') batch_executed_ = false;
   io_->send(peer::upstream, frame);
   return true;
 }
@@ -724,21 +734,19 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
                            "); the gateway runs no command it cannot record",
                        header.type == 'P');
   }
+  std::string_view sql;
+  if (header.type == 'Q' || header.type == 'P') {
+    sql = command_text(header, frame);
+    if (const verdict v = settle_before(header, frame, sql); v != verdict::forward) return v;
+    bool refused = false;
+    sql = sql_for_classifier(sql, header.type == 'P', refused);
+    if (refused) return verdict::drop;
+  }
+  if (const verdict v = check_object_names(header, frame); v != verdict::forward) return v;
   const policy_decision* decision = nullptr;
   if (shard_.inspector != nullptr) {
-    if (header.type == 'Q') {
-      const bytes body = frame.subspan(header_bytes);
-      decision = &shard_.inspector->inspect_sql(target_.config.name, identity_,
-                                                as_view(body.first(body.size() - 1)));
-    } else if (header.type == 'P') {
-      // Parse: statement name, then the query text.
-      const bytes body = frame.subspan(header_bytes);
-      const void* nul = memchr(body.data(), 0, body.size());
-      const auto* query = static_cast<const uint8_t*>(nul) + 1;
-      const void* end = memchr(query, 0, body.data() + body.size() - query);
-      decision = &shard_.inspector->inspect_sql(
-          target_.config.name, identity_,
-          std::string_view(reinterpret_cast<const char*>(query), static_cast<const uint8_t*>(end) - query));
+    if (header.type == 'Q' || header.type == 'P') {
+      decision = &shard_.inspector->inspect_sql(target_.config.name, identity_, sql);
     } else if (header.type == 'F') {
       decision = &shard_.inspector->inspect_function_call(target_.config.name, identity_);
     }
@@ -884,6 +892,7 @@ bool session::expect_response() {
     return false;
   }
   slots_.push_back(response_slot{});
+  ++upstream_pending_;
   return true;
 }
 
@@ -974,15 +983,20 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
       if (slots_.empty()) break;
       response_slot done = std::move(slots_.front());
       slots_.pop_front();
+      if (upstream_pending_ > 0) --upstream_pending_;
       // The server skips the rest of a batch after its own error, as it
       // would have skipped the refused Parse: then one error is enough.
       if (!done.error.empty() && !upstream_failed) send_to_client(done.error);
       if (!relay_upstream_frame(header, frame)) return false;
       flush_synthetic_responses();
+      if (!deferred_frame_.empty() && upstream_pending_ == 0) return run_deferred_frame();
       return true;
     }
     case 'K':
       return on_backend_key_data(frame);
+    case 'S':
+      if (!watch_parameter_status(frame)) return false;
+      break;
     case 'E': {
       const error_fields f = parse_error_fields(frame.subspan(header_bytes));
       if (f.severity == "FATAL" || f.severity == "PANIC") upstream_sent_fatal_ = true;
@@ -1351,6 +1365,138 @@ void session::record_result(uint64_t seq, const frame_header& header, bytes fram
 }
 
 // SET agentgate.prompt_id = '...' is the gateway's: answered here, never sent upstream.
+// ---- reading SQL as the server does ----------------------------------------------
+
+bool session::choose_client_encoding() {
+  // The server applies startup parameters in order, so the last one counts;
+  // whatever the client sent, exactly one value goes upstream.
+  std::string_view requested;
+  for (const auto& [name, value] : startup_.parameters)
+    if (strcasecmp(name.c_str(), "client_encoding") == 0) requested = value;
+  encoding_ = resolve_client_encoding(requested);
+  switch (encoding_.how) {
+    case client_encoding::kind::utf8:
+    case client_encoding::kind::single_byte:
+      return true;
+    case client_encoding::kind::refused:
+      fail("0A000", "client_encoding \"" + encoding_.name +
+                        "\" is not supported through the gateway, which must read every command as the "
+                        "server does; use UTF8 (or a single-byte encoding such as LATIN1)");
+      return false;
+    case client_encoding::kind::unknown:
+      break;
+  }
+  fail("22023", "invalid value for parameter \"client_encoding\": \"" + std::string(requested) + "\"");
+  return false;
+}
+
+// The server reports client_encoding and standard_conforming_strings
+// whenever they change, by whatever route (SET, set_config in a function, an
+// UPDATE of pg_settings, ...). Either leaving the value fixed at login means
+// the server may now read commands differently from the classifier: the
+// session ends before another command goes up.
+bool session::watch_parameter_status(bytes frame) {
+  body_reader in(frame.subspan(header_bytes));
+  std::string_view name, value;
+  if (!in.cstr(&name) || !in.cstr(&value)) {
+    ++probe_.upstream_protocol_errors;
+    fail("08P01", "malformed ParameterStatus from the upstream");
+    return false;
+  }
+  const std::string lower = clean_encoding_name(name);
+  std::string why;
+  if (lower == "clientencoding") {
+    const client_encoding now = resolve_client_encoding(value);
+    if (now.name != encoding_.name) why = "client_encoding changed to \"" + std::string(value) + "\"";
+  } else if (lower == "standardconformingstrings") {
+    if (value != "on") why = "standard_conforming_strings changed to \"" + std::string(value) + "\"";
+  }
+  if (why.empty()) return true;
+  AG_WARN("target %s: session %s: %s: %s; ending the session", target_.config.name.c_str(), id_.hex().c_str(),
+          identity_.subject.c_str(), why.c_str());
+  fail("0A000", "the server's " + why +
+                    ": the gateway could no longer read commands as the server does, so the session ends");
+  return false;
+}
+
+// The text the classifier reads: as sent for UTF-8 sessions, transcribed
+// for single-byte ones. A byte with no character in the encoding is refused
+// (the server would refuse it too).
+std::string_view session::sql_for_classifier(std::string_view sql, bool extended, bool& refused) {
+  if (encoding_.how != client_encoding::kind::single_byte) return sql;
+  uint8_t bad = 0;
+  if (transcribe_to_utf8(encoding_, sql, sql_utf8_, bad)) return sql_utf8_;
+  refused = true;
+  char hex[8];
+  snprintf(hex, sizeof hex, "0x%02x", bad);
+  refuse_with("22021", std::string("character with byte sequence ") + hex + " in encoding \"" + encoding_.name +
+                           "\" has no equivalent in encoding \"UTF8\"",
+              extended);
+  return {};
+}
+
+// A setting can change inside any command that runs code (a function that
+// calls set_config, an UPDATE of pg_settings), and the server reports it
+// only at that command's ReadyForQuery. Text that reads the same under every
+// client encoding and either standard_conforming_strings (ASCII, no
+// backslash) goes on at once; other text waits until every earlier command
+// has answered, so any change was seen first. Inside an extended batch it
+// cannot wait (the Sync comes after it): it is refused.
+session::verdict session::settle_before(const frame_header& header, bytes frame, std::string_view sql) {
+  if (is_ascii(sql) && sql.find('\\') == std::string_view::npos) return verdict::forward;
+  if (batch_executed_)
+    return refuse_with("0A000",
+                       "a statement with non-ASCII characters or backslashes cannot follow a Bind or Execute "
+                       "in the same batch through the gateway (a setting the gateway has not yet seen may have "
+                       "changed how the server reads it); send a Sync first",
+                       header.type == 'P');
+  if (upstream_pending_ == 0) return verdict::forward;
+  deferred_frame_.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
+  from_client_.pause();
+  return verdict::drop;
+}
+
+bool session::run_deferred_frame() {
+  std::string frame;
+  frame.swap(deferred_frame_);
+  const frame_header header{frame[0], read_u32(reinterpret_cast<const uint8_t*>(frame.data()) + 1)};
+  if (!on_client_frame(header, as_bytes(frame))) return false;
+  if (state_ != state::relaying) return false;
+  // Still waiting: held for approval, or deferred again.
+  if (!approval_id_.empty() || !deferred_frame_.empty()) return true;
+  if (!from_client_.resume(*client_sink_) && from_client_.held_overflow())
+    fail("54000", "too much data from the client while a command waited");
+  return state_ != state::closed;
+}
+
+// Statement and portal names are keys the server compares after converting
+// them from the client's encoding and cutting them at NAMEDATALEN-1 bytes;
+// ASCII names are the same bytes on both sides, others are refused.
+session::verdict session::check_object_names(const frame_header& header, bytes frame) {
+  body_reader in(frame.subspan(header_bytes));
+  std::string_view a, b;
+  uint8_t what = 0;
+  switch (header.type) {
+    case 'P':
+    case 'E':
+      in.cstr(&a);
+      break;
+    case 'B':
+      in.cstr(&a);
+      in.cstr(&b);
+      break;
+    case 'D':
+    case 'C':
+      in.u8(&what);
+      in.cstr(&a);
+      break;
+    default:
+      return verdict::forward;
+  }
+  if (is_ascii(a) && is_ascii(b)) return verdict::forward;
+  return refuse_with("42602", "prepared statement and portal names must be ASCII through the gateway", true);
+}
+
 session::verdict session::answer_prompt_set(std::string_view sql) {
   std::string key, value;
   if (!parse_prompt_set(sql, key, value)) return verdict::forward;

@@ -21,6 +21,7 @@
 #include "core/recording.h"
 #include "core/session.h"
 #include "protocols/postgres/cancel_registry.h"
+#include "protocols/postgres/client_encoding.h"
 #include "protocols/postgres/frame_stream.h"
 #include "protocols/postgres/result_filter.h"
 #include "protocols/postgres/upstream_auth.h"
@@ -178,6 +179,13 @@ class session final : public session_handler {
   bool start_catalog_read(bytes ready_for_query);
   bool on_catalog_frame(const frame_header& header, bytes frame);
   verdict answer_prompt_set(std::string_view sql);
+  // Reading SQL as the server will (client_encoding.h).
+  bool choose_client_encoding();
+  bool watch_parameter_status(bytes frame);
+  std::string_view sql_for_classifier(std::string_view sql, bool extended, bool& refused);
+  verdict settle_before(const frame_header& header, bytes frame, std::string_view sql);
+  bool run_deferred_frame();
+  verdict check_object_names(const frame_header& header, bytes frame);
   verdict refuse_with(const char* sqlstate, std::string message, bool extended);
   void send_to_client(const std::string& bytes);
   void send_to_upstream(const std::string& bytes);
@@ -251,6 +259,15 @@ class session final : public session_handler {
   std::string login_ready_;
   std::unique_ptr<table_catalog> catalog_reading_;  // the read in flight
   bool forget_statements_ = false;  // the command being forwarded may replace prepared statements
+
+  // The one encoding the session runs in, fixed at login (client_encoding.h).
+  client_encoding encoding_;
+  std::string sql_utf8_;          // a command's text transcribed for the classifier
+  // Upstream responses (ReadyForQuery) outstanding; while any is, a setting
+  // may have changed without the gateway having seen its ParameterStatus.
+  size_t upstream_pending_ = 0;
+  bool batch_executed_ = false;   // a Bind or Execute went upstream since the last Sync
+  std::string deferred_frame_;    // a command that waits until the settings are known
 
   frame_stream from_client_;
   frame_stream from_upstream_;
