@@ -142,7 +142,51 @@ void result_filter::remember(Map& map, const std::string& key, Value&& value) {
   map[key] = std::forward<Value>(value);
 }
 
+namespace {
+
+size_t bytes_of(const std::vector<row_column>& columns) {
+  size_t n = columns.capacity() * sizeof(row_column);
+  for (const row_column& c : columns) n += c.name.capacity();
+  return n;
+}
+
+}  // namespace
+
+// Remembered descriptions are bounded in bytes as well as in count: past
+// the bound every one is forgotten, which is always safe (an Execute whose
+// portal has no trusted description gets one injected).
+void result_filter::account(const std::vector<row_column>& columns) {
+  described_bytes_ += bytes_of(columns);
+  if (described_bytes_ <= described_bytes_max) return;
+  size_t total = 0;
+  for (const auto& [name, st] : statements_) total += bytes_of(st->columns);
+  for (const auto& [name, p] : portals_) total += bytes_of(p->described);
+  described_bytes_ = total;
+  if (total > described_bytes_max / 2) forget_all_descriptions();
+}
+
+void result_filter::forget_all_descriptions() {
+  for (auto& [name, st] : statements_) {
+    std::vector<row_column>().swap(st->columns);
+    st->described = false;
+  }
+  for (auto& [name, p] : portals_) {
+    std::vector<row_column>().swap(p->described);
+    p->has_description = false;
+  }
+  described_bytes_ = 0;
+}
+
 bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
+  inject_.clear();
+  // Every message that can run code ends the epoch it went up in.
+  struct epoch_end {
+    uint64_t& epoch;
+    bool runs;
+    ~epoch_end() {
+      if (runs) ++epoch;
+    }
+  } end_of{epoch_, type == 'Q' || type == 'P' || type == 'B' || type == 'E' || type == 'F'};
   body_reader in(body);
   auto push = [&](outstanding o) {
     // Counted as messages go upstream: a server skipping to a Sync after an
@@ -189,6 +233,7 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       std::string name = name_of(in);
       p->stmt = find_statement(name_of(in));
       if (p->stmt != nullptr) p->seq = p->stmt->seq;
+      p->bind_epoch = epoch_;
       uint16_t formats = 0, params = 0, results = 0;
       in.u16(&formats);
       in.skip(size_t{formats} * 2);
@@ -212,13 +257,44 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       uint8_t what = 0;
       in.u8(&what);
       const std::string name = name_of(in);
-      if (what == 'S') return push(message(kind::describe_statement, 0, find_statement(name)));
-      return push(message(kind::describe_portal, 0, nullptr, find_portal(name)));
+      if (what == 'S') {
+        std::shared_ptr<statement> st = find_statement(name);
+        if (st != nullptr) st->describe_epoch = epoch_;
+        return push(message(kind::describe_statement, 0, std::move(st)));
+      }
+      std::shared_ptr<portal> p = find_portal(name);
+      if (p != nullptr) p->describe_epoch = epoch_;
+      return push(message(kind::describe_portal, 0, nullptr, std::move(p)));
     }
     case 'E': {
-      std::shared_ptr<portal> p = find_portal(name_of(in));
+      std::string_view raw_name;
+      in.cstr(&raw_name);
+      const std::string name(raw_name.substr(0, name_bytes_max));
+      std::shared_ptr<portal> p = find_portal(name);
+      const bool portal_described = p != nullptr && p->describe_epoch == epoch_;
+      const bool statement_described = p != nullptr && p->stmt != nullptr && p->stmt->describe_epoch != no_epoch &&
+                                       p->stmt->describe_epoch == p->bind_epoch && p->bind_epoch + 1 == epoch_;
+      if (active() && !portal_described && !statement_described) {
+        // A portal the filter did not bind (a SQL cursor), or one anything
+        // could have replaced since it was described: ask the server.
+        if (p == nullptr) {
+          p = std::make_shared<portal>();
+          remember(portals_, name, p);
+        }
+        p->describe_epoch = epoch_;
+        outstanding d = message(kind::describe_portal, 0, nullptr, p);
+        d.injected = true;
+        if (!push(std::move(d))) return false;
+        std::string body_out;
+        body_out.push_back('P');
+        body_out.append(raw_name);
+        body_out.push_back('\0');
+        append_frame(inject_, 'D', body_out);
+      }
       const uint64_t portal_seq = p == nullptr ? 0 : p->seq;
-      return push(message(kind::execute, portal_seq, nullptr, std::move(p)));
+      outstanding x = message(kind::execute, portal_seq, nullptr, std::move(p));
+      x.epoch = epoch_;
+      return push(std::move(x));
     }
     case 'C': {
       uint8_t what = 0;
@@ -298,12 +374,13 @@ void result_filter::start_result(const std::vector<row_column>& columns) {
 
 // The first DataRow of an Execute: its portal's description, in the
 // formats its Bind asked for.
-bool result_filter::start_execute_result(const portal* p) {
-  if (p != nullptr && p->has_description) {
+bool result_filter::start_execute_result(const portal* p, uint64_t epoch) {
+  if (p != nullptr && p->has_description && p->describe_epoch == epoch) {
     start_result(p->described);
     return true;
   }
-  if (p != nullptr && p->stmt != nullptr && p->stmt->described) {
+  if (p != nullptr && p->stmt != nullptr && p->stmt->described && p->stmt->describe_epoch == p->bind_epoch &&
+      p->bind_epoch + 1 == epoch) {
     std::vector<row_column> columns = p->stmt->columns;
     const std::vector<int16_t>& f = p->formats;
     for (size_t i = 0; i < columns.size(); ++i)
@@ -311,11 +388,14 @@ bool result_filter::start_execute_result(const portal* p) {
     start_result(columns);
     return true;
   }
-  // Nobody described these rows to us: text values can still be scanned as
-  // text; binary ones cannot be read safely.
-  if (p != nullptr)
+  // Nobody described these rows to us (masking was off when the Execute
+  // went up): text values can still be scanned as text; binary ones, or
+  // rows of a portal the filter never bound (a BINARY cursor's), cannot.
+  if (next_masker_ != nullptr && next_masker_->active()) {
+    if (p == nullptr || p->stmt == nullptr) return false;
     for (int16_t f : p->formats)
       if (f != 0) return false;
+  }
   start_result({});
   text_only_ = true;
   return true;
@@ -368,30 +448,32 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
         if (statement* st = outstanding_.front().stmt.get()) {
           st->columns = std::move(columns);
           st->described = true;
+          account(st->columns);
         }
         pop_outstanding();
       } else if (front == kind::describe_portal) {
+        const bool injected = outstanding_.front().injected;
         if (portal* p = outstanding_.front().port.get()) {
-          // The portal's statement has the same columns (only the formats are
-          // the Bind's): JDBC describes portals only, then binds the statement
-          // again later with binary formats and no Describe.
-          if (p->stmt != nullptr) {
-            p->stmt->columns = columns;
-            for (row_column& c : p->stmt->columns) c.format = 0;
-            p->stmt->described = true;
-          }
           p->described = std::move(columns);
           p->has_description = true;
+          account(p->described);
         }
         pop_outstanding();
+        if (injected) return action::drop;
       } else {
         start_result(columns);  // a simple Query's result
       }
       return action::pass;
     }
-    case 'n':
+    case 'n': {
+      const bool injected = !outstanding_.empty() && outstanding_.front().injected;
+      if (portal* p = injected ? outstanding_.front().port.get() : nullptr) {
+        p->described.clear();
+        p->has_description = true;
+      }
       pop_if({kind::describe_statement, kind::describe_portal});
-      return action::pass;
+      return injected ? action::drop : action::pass;
+    }
     case 'D': {
       const action a = begin_row();
       if (a != action::rewritten) return a;
@@ -435,6 +517,10 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     case 'Z':
       end_result();
       copy_out_ = false;
+      // Outside a transaction block the server has no portal left (they
+      // are dropped at transaction end; WITH HOLD cursors are SQL's and
+      // never described here).
+      if (body.size() == 1 && body[0] == 'I') portals_.clear();
       while (!outstanding_.empty()) {
         const kind k = outstanding_.front().what;
         pop_outstanding();
@@ -474,7 +560,8 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
 // The result a DataRow belongs to. pass: it is not masked; rewritten: mask it.
 result_filter::action result_filter::begin_row() {
   const bool execute = !outstanding_.empty() && outstanding_.front().what == kind::execute;
-  if (!in_result_ && execute && !start_execute_result(outstanding_.front().port.get()))
+  if (!in_result_ && execute &&
+      !start_execute_result(outstanding_.front().port.get(), outstanding_.front().epoch))
     return refuse("cannot mask binary-format rows whose columns were never described to the gateway");
   if (!in_result_) {
     start_result({});

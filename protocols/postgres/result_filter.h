@@ -70,8 +70,10 @@ std::string catalog_key(std::span<const std::string> tables);
 // Parses a RowDescription body; false if malformed.
 bool parse_row_description(bytes body, std::vector<row_column>& out);
 
-// Prepared statements and portals whose descriptions a session remembers.
+// Prepared statements and portals whose descriptions a session remembers,
+// by count and by the bytes their column lists hold.
 inline constexpr size_t described_entries_max = 4096;
+inline constexpr size_t described_bytes_max = 4u << 20;
 // Client messages whose responses are outstanding.
 inline constexpr size_t outstanding_messages_max = 1u << 18;
 
@@ -81,6 +83,7 @@ class result_filter {
     pass,       // send the frame as it is
     rewritten,  // send `out` instead (a whole frame)
     fail,       // cannot be masked: end the session with failure()
+    drop,       // the answer to the gateway's own Describe: not for the client
   };
 
   // The masker for results that start from now on (a policy swap takes
@@ -97,6 +100,13 @@ class result_filter {
   // inherit their statement's. False when more messages await responses than
   // outstanding_messages_max: the session must end (on_backend fails too).
   [[nodiscard]] bool on_frontend(char type, bytes body, uint64_t seq = 0);
+
+  // After on_frontend of an Execute: the gateway must send this Describe
+  // (a whole frame) upstream just before the Execute, because no
+  // description of the portal can be trusted to match what the server will
+  // run (see "epochs" below); empty otherwise. Its answer comes back as
+  // action::drop.
+  const std::string& describe_to_inject() const { return inject_; }
 
   // A whole server frame (header included).
   action on_backend(const frame_header& header, bytes frame, std::string& out);
@@ -132,6 +142,9 @@ class result_filter {
   // pipelined messages arrive before that and must be forgotten too.
   void forget_after_last();
 
+  // Bytes the remembered descriptions hold at most (an upper bound).
+  size_t described_bytes() const { return described_bytes_; }
+
   // Values rewritten so far, for metrics.
   uint64_t values_rewritten() const { return values_rewritten_; }
 
@@ -141,10 +154,21 @@ class result_filter {
   // can be given to another later (the unnamed ones with every Parse or
   // Bind), so what a Describe answers and what an Execute runs are the
   // objects the name meant when those messages went upstream.
+  //
+  // Epochs. Any message that can run code (Query, Parse, Bind, Execute,
+  // FunctionCall) can also close, open, prepare or deallocate statements and
+  // portals by name on the server (a PL/pgSQL cursor, a function that runs
+  // PREPARE), behind the gateway's back. So the filter numbers the stretches
+  // between such messages (epoch_) and trusts a description only within its
+  // own: a portal's, if the Describe went up in the Execute's epoch; a
+  // statement's, if it went up in the epoch of the Bind that made the portal
+  // and nothing ran between that Bind and the Execute. Any other Execute gets
+  // a Describe of its portal injected just before it.
   struct statement {
     std::vector<row_column> columns;
     bool described = false;
     uint64_t seq = 0;
+    uint64_t describe_epoch = no_epoch;  // when its last Describe went upstream
   };
   struct portal {
     std::shared_ptr<statement> stmt;  // null: a statement the filter never saw prepared
@@ -152,6 +176,8 @@ class result_filter {
     std::vector<int16_t> formats;  // Bind's result format codes (0, 1 or n of them)
     std::vector<row_column> described;  // from a Describe of the portal
     bool has_description = false;
+    uint64_t bind_epoch = no_epoch;
+    uint64_t describe_epoch = no_epoch;  // when its last Describe went upstream
   };
   struct outstanding {
     kind what = kind::sync;
@@ -160,10 +186,13 @@ class result_filter {
     std::shared_ptr<portal> port;     // describe_portal, execute
     bool binary = false;              // function: a binary result
     bool forgets = false;             // see forget_after_last()
+    bool injected = false;            // describe_portal: the gateway's own
+    uint64_t epoch = 0;               // execute: the epoch it went upstream in
   };
+  static constexpr uint64_t no_epoch = ~uint64_t{0};
 
   void start_result(const std::vector<row_column>& columns);
-  bool start_execute_result(const portal* p);
+  bool start_execute_result(const portal* p, uint64_t epoch);
   void end_result();
   void pop_until_sync();
   void pop_outstanding();
@@ -218,6 +247,11 @@ class result_filter {
   uint64_t values_rewritten_ = 0;
   uint64_t ended_seq_ = 0;
   bool forget_at_ready_ = false;
+  uint64_t epoch_ = 0;
+  std::string inject_;            // see describe_to_inject()
+  size_t described_bytes_ = 0;    // added since last counted; see account()
+  void account(const std::vector<row_column>& columns);
+  void forget_all_descriptions();
 };
 
 }  // namespace agentgate::pg

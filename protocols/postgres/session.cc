@@ -119,6 +119,7 @@ class session::upstream_sink final : public frame_sink {
           piece = as_bytes(out);
           break;
         case result_filter::action::fail:
+        case result_filter::action::drop:  // never for a piece
           ++s_.probe_.masking_refusals;
           s_.fail("0A000", "masking: " + s_.filter_.failure());
           return false;
@@ -696,6 +697,8 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
   }
   if (header.type == 'B' || header.type == 'E') batch_executed_ = true;
   else if (header.type == 'S') batch_executed_ = false;
+  if (tracking_ && header.type == 'E' && !filter_.describe_to_inject().empty())
+    send_to_upstream(filter_.describe_to_inject());
   io_->send(peer::upstream, frame);
   return true;
 }
@@ -1146,6 +1149,8 @@ bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
       ++probe_.masking_refusals;
       fail("0A000", "masking: " + filter_.failure());
       return false;
+    case result_filter::action::drop:
+      return true;
   }
   if (shard_.recorder != nullptr) {
     if (header.type == 'D') {

@@ -134,7 +134,18 @@ class result_filter_test : public ::testing::Test {
     out.clear();
     return filter.on_backend(h.header, as_bytes(f), out);
   }
-  bool frontend(const std::string& f) { return filter.on_frontend(f[0], as_bytes(f).subspan(5), 7); }
+  // A client message; counts the Describes the filter asks the gateway to
+  // send before an Execute (a test, as the server, must answer them).
+  bool frontend(const std::string& f) {
+    const bool ok = filter.on_frontend(f[0], as_bytes(f).subspan(5), 7);
+    if (!filter.describe_to_inject().empty()) {
+      ++injected;
+      EXPECT_EQ(filter.describe_to_inject()[0], 'D');
+      EXPECT_EQ(filter.describe_to_inject()[5], 'P');
+    }
+    return ok;
+  }
+  int injected = 0;
 
   std::shared_ptr<fake_masker> masker = std::make_shared<fake_masker>();
   result_filter filter;
@@ -198,11 +209,13 @@ TEST_F(result_filter_test, extended_protocol_uses_the_statement_description) {
   EXPECT_EQ(values[1], "my [REDACTED]");
   backend(frame('C', std::string("SELECT 1\0", 9)));
   backend(frame('Z', "I"));
+  EXPECT_EQ(injected, 0);
 }
 
 // What JDBC does past prepareThreshold: Parse S_1 + Bind + Describe(portal)
-// + Execute, then later only Bind(S_1, binary formats) + Execute.
-TEST_F(result_filter_test, a_described_portal_describes_its_statement) {
+// + Execute, then later only Bind(S_1, binary formats) + Execute. Anything
+// may have replaced S_1 in between: the gateway describes the portal itself.
+TEST_F(result_filter_test, a_portal_bound_again_later_is_described_again) {
   frontend(frame('P', std::string("S_1\0select\0", 11) + u16(0)));
   frontend(frame('B', std::string("\0S_1\0", 5) + u16(0) + u16(0) + u16(0)));
   frontend(frame('D', std::string("P\0", 2)));
@@ -215,33 +228,103 @@ TEST_F(result_filter_test, a_described_portal_describes_its_statement) {
   backend(frame('C', std::string("SELECT 1\0", 9)));
   backend(frame('Z', "I"));
 
+  EXPECT_EQ(injected, 0);
   frontend(frame('B', std::string("\0S_1\0", 5) + u16(0) + u16(0) + u16(2) + u16(0) + u16(1)));
   frontend(frame('E', std::string("\0", 1) + u32(0)));
   frontend(frame('S', ""));
+  EXPECT_EQ(injected, 1);
   backend(frame('2', ""));
+  EXPECT_EQ(backend(row_description({{"note", 25, 0}, {"card", 20, 1}})), result_filter::action::drop);
   EXPECT_EQ(backend(data_row({"the secret", std::string(8, '\0')})), result_filter::action::rewritten);
   EXPECT_EQ(decode_row(out)[0], "the [REDACTED]");
 }
 
-TEST_F(result_filter_test, binary_rows_of_an_undescribed_statement_are_refused) {
+// Nobody described the statement: the gateway's own Describe of the portal
+// tells the columns and formats, and its answer is not the client's.
+TEST_F(result_filter_test, undescribed_portals_are_described_by_the_gateway) {
   frontend(frame('P', std::string("s2\0select\0", 10) + u16(0)));
   frontend(frame('B', std::string("\0s2\0", 4) + u16(0) + u16(0) + u16(1) + u16(1)));
   frontend(frame('E', std::string("\0", 1) + u32(0)));
   frontend(frame('S', ""));
+  EXPECT_EQ(injected, 1);
   backend(frame('1', ""));
   backend(frame('2', ""));
-  EXPECT_EQ(backend(data_row({"x"})), result_filter::action::fail);
+  EXPECT_EQ(backend(row_description({{"ssn", 25, 1}, {"note", 25, 1}})), result_filter::action::drop);
+  ASSERT_EQ(backend(data_row({"123-45-6789", "the secret"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], std::nullopt);
+  EXPECT_EQ(decode_row(out)[1], "the [REDACTED]");
+  // A portal with no columns: NoData, also the gateway's.
+  frontend(frame('B', std::string("\0s2\0", 4) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  EXPECT_EQ(injected, 2);
+  backend(frame('C', std::string("SELECT 1\0", 9)));
+  backend(frame('Z', "I"));
+  backend(frame('2', ""));
+  EXPECT_EQ(backend(frame('n', "")), result_filter::action::drop);
 }
 
-TEST_F(result_filter_test, text_rows_of_an_undescribed_statement_are_scanned_as_text) {
-  frontend(frame('P', std::string("s3\0select\0", 10) + u16(0)));
-  frontend(frame('B', std::string("\0s3\0", 4) + u16(0) + u16(0) + u16(0)));
-  frontend(frame('E', std::string("\0", 1) + u32(0)));
+// Finding 3 of issue 10: a portal described as booleans, then a SQL cursor
+// of the same name (the server dropped the portal at transaction end, or a
+// function closed it): its rows are never read with the old description.
+TEST_F(result_filter_test, a_sql_cursor_reusing_a_described_portal_name_is_described_again) {
+  frontend(frame('P', std::string("\0select flag\0", 13) + u16(0)));
+  frontend(frame('B', std::string("c1\0\0", 4) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('D', std::string("Pc1\0", 4)));
+  frontend(frame('E', std::string("c1\0", 3) + u32(1)));
   frontend(frame('S', ""));
   backend(frame('1', ""));
   backend(frame('2', ""));
-  EXPECT_EQ(backend(data_row({"the secret", "x"})), result_filter::action::rewritten);
-  EXPECT_EQ(decode_row(out)[0], "the [REDACTED]");
+  backend(row_description({{"flag", 16}}));
+  EXPECT_EQ(backend(data_row({"t"})), result_filter::action::pass);
+  backend(frame('s', ""));
+  backend(frame('Z', "T"));
+  EXPECT_EQ(injected, 0);
+  frontend(frame('Q', std::string("DECLARE c1 CURSOR WITH HOLD FOR SELECT ssn FROM users") + '\0'));
+  backend(frame('C', std::string("DECLARE CURSOR\0", 15)));
+  backend(frame('Z', "T"));
+  frontend(frame('E', std::string("c1\0", 3) + u32(0)));
+  frontend(frame('S', ""));
+  EXPECT_EQ(injected, 1);
+  EXPECT_EQ(backend(row_description({{"ssn", 25}})), result_filter::action::drop);
+  ASSERT_EQ(backend(data_row({"123-45-6789"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], std::nullopt);
+}
+
+// What libpq sends (Parse, Bind, Describe portal, Execute) needs nothing more.
+TEST_F(result_filter_test, a_portal_described_after_its_bind_is_trusted) {
+  for (int i = 0; i < 3; ++i) {
+    frontend(frame('P', std::string("\0select\0", 8) + u16(0)));
+    frontend(frame('B', std::string("\0\0", 2) + u16(0) + u16(0) + u16(0)));
+    frontend(frame('D', std::string("P\0", 2)));
+    frontend(frame('E', std::string("\0", 1) + u32(0)));
+    frontend(frame('S', ""));
+    backend(frame('1', ""));
+    backend(frame('2', ""));
+    EXPECT_EQ(backend(row_description({{"ssn", 25}})), result_filter::action::pass);
+    ASSERT_EQ(backend(data_row({"123-45-6789"})), result_filter::action::rewritten);
+    backend(frame('C', std::string("SELECT 1\0", 9)));
+    backend(frame('Z', "I"));
+  }
+  EXPECT_EQ(injected, 0);
+}
+
+// Finding 8: remembered descriptions are bounded in bytes, not only count.
+TEST_F(result_filter_test, remembered_descriptions_are_bounded_in_bytes) {
+  std::vector<col> wide;
+  for (int c = 0; c < 1600; ++c) wide.push_back({std::string(60, 'a' + c % 26) + std::to_string(c), 25});
+  const std::string described = row_description(wide);
+  for (int i = 0; i < 200; ++i) {
+    const std::string name = "s" + std::to_string(i);
+    frontend(frame('P', name + '\0' + std::string("select\0", 7) + u16(0)));
+    frontend(frame('D', "S" + name + '\0'));
+    frontend(frame('S', ""));
+    backend(frame('1', ""));
+    backend(frame('t', u16(0)));
+    backend(described);
+    backend(frame('Z', "I"));
+    ASSERT_LE(filter.described_bytes(), described_bytes_max) << i;
+  }
 }
 
 TEST_F(result_filter_test, error_detail_and_notification_payload_are_masked) {
@@ -281,6 +364,8 @@ TEST_F(result_filter_test, a_describe_answers_the_statement_it_was_sent_for) {
   backend(row_description({{"flag", 16}}));  // the first statement's
   backend(frame('1', ""));
   backend(frame('2', ""));
+  EXPECT_EQ(injected, 1);
+  EXPECT_EQ(backend(row_description({{"note", 25}})), result_filter::action::drop);
   ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
   EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
 }
@@ -301,6 +386,8 @@ TEST_F(result_filter_test, rows_use_the_portal_bound_before_their_execute) {
   backend(frame('t', u16(0)));
   backend(row_description({{"flag", 16}}));
   backend(frame('2', ""));
+  EXPECT_EQ(injected, 2);
+  EXPECT_EQ(backend(row_description({{"note", 25}})), result_filter::action::drop);
   ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
   EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
 }
@@ -324,6 +411,8 @@ TEST_F(result_filter_test, statement_names_are_cut_as_the_server_cuts_them) {
   backend(frame('3', ""));
   backend(frame('1', ""));
   backend(frame('2', ""));
+  EXPECT_EQ(injected, 1);
+  EXPECT_EQ(backend(row_description({{"note", 25}})), result_filter::action::drop);
   ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
   EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
 }
@@ -338,6 +427,7 @@ TEST_F(result_filter_test, an_error_skips_a_pipelined_query_up_to_the_sync) {
   frontend(frame('S', ""));
   backend(frame('1', ""));
   backend(frame('2', ""));
+  EXPECT_EQ(backend(row_description({{"q", 23}})), result_filter::action::drop);
   backend(frame('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 34)));
   backend(frame('Z', "I"));
   // The next batch: a statement described as booleans, rows of another.
@@ -352,6 +442,8 @@ TEST_F(result_filter_test, an_error_skips_a_pipelined_query_up_to_the_sync) {
   backend(row_description({{"flag", 16}}));
   backend(frame('1', ""));
   backend(frame('2', ""));
+  EXPECT_EQ(injected, 2);
+  EXPECT_EQ(backend(row_description({{"note", 25}})), result_filter::action::drop);
   ASSERT_EQ(backend(data_row({"a secret"})), result_filter::action::rewritten);
   EXPECT_EQ(decode_row(out)[0], "a [REDACTED]");
 }
