@@ -232,7 +232,9 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       auto p = std::make_shared<portal>();
       std::string name = name_of(in);
       p->stmt = find_statement(name_of(in));
-      if (p->stmt != nullptr) p->seq = p->stmt->seq;
+      // The session records each Bind as a command of its own (with its
+      // parameters) and numbers it `seq`; without one, the statement's.
+      p->seq = seq != 0 ? seq : (p->stmt != nullptr ? p->stmt->seq : 0);
       p->bind_epoch = epoch_;
       uint16_t formats = 0, params = 0, results = 0;
       in.u16(&formats);

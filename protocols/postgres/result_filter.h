@@ -96,8 +96,8 @@ class result_filter {
 
   // A client message, as forwarded upstream (after the guardrails). Messages
   // the gateway dropped are never seen here. `seq` numbers the command a
-  // Query, Parse or FunctionCall starts (for recordings); Bind and Execute
-  // inherit their statement's. False when more messages await responses than
+  // Query, Parse, Bind or FunctionCall starts (for recordings; a Bind given 0
+  // takes its statement's); Execute inherits its portal's. False when more messages await responses than
   // outstanding_messages_max: the session must end (on_backend fails too).
   [[nodiscard]] bool on_frontend(char type, bytes body, uint64_t seq = 0);
 

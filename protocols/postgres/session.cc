@@ -754,6 +754,9 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
       decision = &shard_.inspector->inspect_function_call(target_.config.name, identity_);
     }
   }
+  if (header.type == 'B' || header.type == 'C' ||
+      (decision != nullptr && decision->action == policy_action::allow && (header.type == 'Q' || header.type == 'P')))
+    if (const verdict v = gate_execution(header, frame); v != verdict::forward) return v;
   if (is_command(header.type)) record_command(header, frame, decision);
   forget_statements_ = decision != nullptr && header.type != 'F' && tracking_ &&
                        changes_prepared_statements(shard_.inspector->last_statements());
@@ -802,11 +805,12 @@ class approval_verdict_task final : public shard_task {
 
 // require_approval: nothing goes upstream; the client's further messages
 // wait (bounded) in from_client_ until the verdict.
-session::verdict session::hold(const frame_header& header, bytes frame, const policy_decision& decision) {
+session::verdict session::hold(const frame_header& header, bytes frame, const policy_decision& decision,
+                               std::string command) {
   approval_ticket ticket;
   ticket.target = target_.config.name;
   ticket.requester = identity_;
-  ticket.command = std::string(command_text(header, frame));
+  ticket.command = command.empty() ? std::string(command_text(header, frame)) : std::move(command);
   ticket.rule_id = std::string(decision.rule_id);
   ticket.rule_message = std::string(decision.message);
   ticket.approvers.assign(decision.approvers.begin(), decision.approvers.end());
@@ -834,6 +838,14 @@ session::verdict session::hold(const frame_header& header, bytes frame, const po
   approval_id_ = std::move(*id);
   approval_waiter_ = waiter;
   held_frame_.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
+  held_rule_.rule_id = std::string(decision.rule_id);
+  held_rule_.message = std::string(decision.message);
+  held_rule_.approvers.assign(decision.approvers.begin(), decision.approvers.end());
+  held_rule_.timeout_s = decision.timeout_s;
+  held_prepares_ = false;
+  if (header.type == 'Q' && shard_.inspector != nullptr)
+    for (const statement_facts& f : shard_.inspector->last_statements())
+      if (f.kind == "PREPARE") held_prepares_ = true;
   AG_INFO("target %s: session %s: %s: command held for approval %s (rule %s)", target_.config.name.c_str(),
           id_.hex().c_str(), identity_.subject.c_str(), approval_id_.c_str(), std::string(decision.rule_id).c_str());
   from_client_.pause();
@@ -850,7 +862,21 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
   const frame_header header{frame[0], read_u32(reinterpret_cast<const uint8_t*>(frame.data()) + 1)};
   record_decision(command_seq_, approved ? "approved" : "denied", {}, approver, reason);
   if (approved) {
-    // Goes upstream exactly once: the held copy, now.
+    // Goes upstream exactly once: the held copy, now. What it prepares
+    // runs once on this approval; later executions ask again.
+    if (header.type == 'P') {
+      body_reader in(as_bytes(frame).subspan(header_bytes));
+      std::string_view name;
+      in.cstr(&name);
+      gated_statement& g = gated_[std::string(name.substr(0, 63))];
+      g.rule = held_rule_;
+      g.sql = std::string(command_text(header, as_bytes(frame)));
+      g.used = false;
+    } else if (header.type == 'Q' && held_prepares_) {
+      sql_gate_ = std::make_unique<gate_rule>(held_rule_);
+    } else if (header.type == 'B') {
+      batch_executed_ = true;
+    }
     if (header.type == 'Q' && !expect_response()) return;
     ++probe_.frames_from_client;
     if (tracking_ && !filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_)) {
@@ -863,10 +889,144 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
     }
     send_to_upstream(frame);
   } else {
-    refuse_message("denied: " + reason, header.type == 'P');
+    refuse_message("denied: " + reason, header.type != 'Q');
   }
   if (state_ == state::relaying && !from_client_.resume(*client_sink_) && from_client_.held_overflow())
     fail("54000", "too much data from the client while a command waited for approval");
+}
+
+// An approval covers one execution. A statement prepared under one runs at
+// its first Bind; every later Bind is held again, the approver shown the
+// parameters. SQL EXECUTE after an approved SQL PREPARE likewise. Closing
+// the statement (Close, or the unnamed one replaced by a Parse) ends it.
+session::verdict session::gate_execution(const frame_header& header, bytes frame) {
+  body_reader in(frame.subspan(header_bytes));
+  if (header.type == 'C') {
+    uint8_t what = 0;
+    std::string_view name;
+    if (in.u8(&what) && what == 'S' && in.cstr(&name)) gated_.erase(std::string(name.substr(0, 63)));
+    return verdict::forward;
+  }
+  if (header.type == 'P') {
+    std::string_view name;
+    // A named Parse of a name in use fails on the server, which keeps the
+    // old statement: only the unnamed one is replaced.
+    if (in.cstr(&name) && name.empty()) gated_.erase(std::string());
+  }
+  if (header.type == 'Q' || header.type == 'P') {
+    if (sql_gate_ == nullptr || shard_.inspector == nullptr) return verdict::forward;
+    for (const statement_facts& f : shard_.inspector->last_statements())
+      if (f.kind == "EXECUTE") {
+        record_command(header, frame, nullptr);
+        const gate_rule rule = *sql_gate_;
+        return hold(header, frame, rule.decision());
+      }
+    return verdict::forward;
+  }
+  // Bind: portal, statement.
+  std::string_view portal, statement;
+  in.cstr(&portal);
+  in.cstr(&statement);
+  const auto it = gated_.find(std::string(statement.substr(0, 63)));
+  const std::string parameters = bind_parameters_text(frame.subspan(header_bytes));
+  record_bind(frame, it == gated_.end() ? std::string_view() : std::string_view(it->second.sql), parameters);
+  if (it == gated_.end()) return verdict::forward;
+  if (!it->second.used) {
+    it->second.used = true;
+    return verdict::forward;
+  }
+  if (shard_.approvals == nullptr)
+    return refuse(it->second.rule.decision(), true, "executing it again needs another approval");
+  std::string command = it->second.sql + "\n-- executed again with parameters: " + parameters;
+  const gate_rule rule = it->second.rule;
+  return hold(header, frame, rule.decision(), std::move(command));
+}
+
+// A Bind's parameters for the approver and the recording: text values
+// masked like results, binary ones by size, each cut at 256 bytes.
+std::string session::bind_parameters_text(bytes body) {
+  body_reader in(body);
+  std::string_view skip;
+  in.cstr(&skip);
+  in.cstr(&skip);
+  uint16_t nformats = 0, nparams = 0;
+  in.u16(&nformats);
+  std::vector<uint16_t> formats(nformats);
+  for (uint16_t& f : formats) in.u16(&f);
+  in.u16(&nparams);
+  std::string out;
+  std::string masked;
+  for (uint16_t i = 0; i < nparams; ++i) {
+    uint32_t len = 0;
+    if (!in.u32(&len)) break;
+    if (!out.empty()) out += ", ";
+    out += "$" + std::to_string(i + 1) + " = ";
+    if (len == 0xffffffffu) {
+      out += "NULL";
+      continue;
+    }
+    const bytes value = in.rest().first(std::min<size_t>(len, in.rest().size()));
+    in.skip(len);
+    const uint16_t format = formats.empty() ? 0 : (formats.size() == 1 ? formats[0] : (i < formats.size() ? formats[i] : 0));
+    if (format != 0) {
+      // Binary values of types the gateway does not decode: shown as bytes
+      // (an int2 10 reads 0x000a).
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "(binary) 0x";
+      for (size_t b = 0; b < value.size() && b < 64; ++b) {
+        out += hex[value[b] >> 4];
+        out += hex[value[b] & 15];
+      }
+      if (value.size() > 64) out += "...";
+      continue;
+    }
+    std::string_view text = as_view(value);
+    masked.clear();
+    if (filter_.active() && filter_.masker()->mask_text(value, masked) == mask_outcome::rewritten) text = masked;
+    uint8_t bad = 0;
+    std::string utf8;
+    if (encoding_.how == client_encoding::kind::single_byte && transcribe_to_utf8(encoding_, text, utf8, bad)) text = utf8;
+    out += '\'';
+    for (char c : text.substr(0, 256)) {
+      if (c == '\'') out += '\'';
+      out += c;
+    }
+    out += '\'';
+    if (text.size() > 256) out += "...";
+    if (out.size() > 4096) {
+      out += ", ...";
+      break;
+    }
+  }
+  return out.empty() ? "(none)" : out;
+}
+
+// Every execution is recorded, with its parameters: a Bind is a command of
+// its own, and its rows are recorded under it.
+void session::record_bind(bytes frame, std::string_view statement_sql, std::string_view parameters) {
+  ++command_seq_;
+  command_started_us_ = now_us();
+  if (shard_.recorder == nullptr) return;
+  body_reader in(frame.subspan(header_bytes));
+  std::string_view portal, statement;
+  in.cstr(&portal);
+  in.cstr(&statement);
+  std::string text = "EXECUTE ";
+  text += statement.empty() ? std::string_view("(unnamed statement)") : statement;
+  if (!statement_sql.empty()) {
+    text += " -- ";
+    text += statement_sql.substr(0, 1024);
+  }
+  text += "\n-- parameters: ";
+  text += parameters;
+  rec_command c;
+  c.id = id_;
+  c.unix_us = command_started_us_;
+  c.seq = command_seq_;
+  c.message_kind = 'B';
+  c.text = text;
+  c.prompt = {prompt_.prompt_id, prompt_.prompt_text, prompt_.traceparent};
+  shard_.recorder->command(c);
 }
 
 bool session::on_cancel_requested() {
@@ -875,7 +1035,7 @@ bool session::on_cancel_requested() {
   approval_id_.clear();
   std::string frame;
   frame.swap(held_frame_);
-  const bool extended = frame[0] == 'P';
+  const bool extended = frame[0] != 'Q';
   std::string error;
   append_error(error, "ERROR", "57014", "canceling statement due to user request (its approval was withdrawn)");
   if (extended) {

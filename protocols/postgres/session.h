@@ -13,6 +13,8 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "core/authenticator.h"
 #include "core/config.h"
@@ -145,7 +147,12 @@ class session final : public session_handler {
   verdict guard(const frame_header& header, bytes frame);
   verdict refuse(const policy_decision& decision, bool extended, std::string_view detail = {});
   verdict refuse_message(std::string message, bool extended);
-  verdict hold(const frame_header& header, bytes frame, const policy_decision& decision);
+  verdict hold(const frame_header& header, bytes frame, const policy_decision& decision,
+               std::string command = {});
+  // Approvals are for one execution (finding 9 of issue 10).
+  verdict gate_execution(const frame_header& header, bytes frame);
+  std::string bind_parameters_text(bytes bind_body);
+  void record_bind(bytes frame, std::string_view statement_sql, std::string_view parameters);
   std::string_view command_text(const frame_header& header, bytes frame) const;
   void respond_error(std::string error);
   void flush_synthetic_responses();
@@ -212,6 +219,38 @@ class session final : public session_handler {
   bool upstream_error_in_batch_ = false;  // an ErrorResponse since the last ReadyForQuery
   bool discarding_until_sync_ = false; // an extended-protocol batch was refused
   std::string batch_denial_;           // its ErrorResponse, sent before the Sync's ReadyForQuery
+
+  // A rule that required an approval, kept past the policy version that
+  // judged it (policy_decision only points into it).
+  struct gate_rule {
+    std::string rule_id;
+    std::string message;
+    std::vector<std::string> approvers;
+    uint32_t timeout_s = 0;
+    policy_decision decision() const {
+      policy_decision d;
+      d.action = policy_action::require_approval;
+      d.rule_id = rule_id;
+      d.message = message;
+      d.approvers = approvers;
+      d.timeout_s = timeout_s;
+      return d;
+    }
+  };
+  // A statement prepared (protocol Parse) under an approval: its first
+  // Bind is the approved execution, every later one is held again with its
+  // parameters shown. Keyed by name as the server keys it; entries only come
+  // from human approvals, so they are bounded by them.
+  struct gated_statement {
+    gate_rule rule;
+    std::string sql;
+    bool used = false;
+  };
+  std::unordered_map<std::string, gated_statement> gated_;
+  // An approved SQL PREPARE: every later SQL EXECUTE needs an approval too.
+  std::unique_ptr<gate_rule> sql_gate_;
+  gate_rule held_rule_;          // the rule the held command waits on
+  bool held_prepares_ = false;   // the held Query contains a SQL PREPARE
 
   // A command held for approval: its frame, the request's id, and this
   // session's id in the shard's waiter registry (for the verdict).

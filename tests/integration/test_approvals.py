@@ -270,6 +270,100 @@ class ApprovalsTest(h.unittest.TestCase):
             self.assertNotIn("error", out, out.get("error"))
         self.assertEqual(self.counts(), "120")
 
+    # -- an approval is for one execution (issue 10, finding 9) ----------------------
+
+    def approve_next(self, expect_in_command):
+        [req] = self.pending()
+        self.assertIn(expect_in_command, req["command"])
+        status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob)
+        self.assertEqual(status, 200, body)
+        return req
+
+    def test_prepared_statement_executions_each_need_an_approval(self):
+        import psycopg  # psycopg 3: named prepared statements over the extended protocol
+        out = {"done": 0}
+        go = threading.Event()
+
+        def work():
+            try:
+                with psycopg.connect(self.gw.tls_dsn(self.alice), autocommit=True) as conn:
+                    for amount in (1, 10, 100):
+                        conn.execute("UPDATE t SET n = n + %s", (amount,), prepare=True)
+                        out["done"] += 1
+                        go.wait(10)
+                        go.clear()
+            except Exception as e:  # noqa: BLE001 - the test inspects it
+                out["error"] = e
+
+        t = threading.Thread(target=work)
+        t.start()
+        # The Parse is held: the approver sees the SQL.
+        self.approve_next("UPDATE t SET n = n + $1")
+        deadline = time.monotonic() + 10
+        while out["done"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.counts(), "10")
+        go.set()
+        # The same prepared statement again, with another value: held again,
+        # the approver shown the parameter; nothing ran meanwhile.
+        req = self.approve_next("$1 = (binary) 0x000a")  # psycopg sends an int2
+        self.assertIn("executed again", req["command"])
+        while out["done"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.counts(), "110")
+        go.set()
+        [req] = self.pending()
+        self.assertIn("$1 = (binary) 0x0064", req["command"])
+        time.sleep(0.2)
+        self.assertEqual(self.counts(), "110")
+        self.api("POST", f"/v1/approvals/{req['id']}/deny", self.bob)
+        t.join(15)
+        self.assertIn("error", out)
+        self.assertIn("42501", str(getattr(out["error"], "sqlstate", "")) + str(out["error"]))
+        self.assertEqual(self.counts(), "110")
+        # Every execution is in the recording with its parameters.
+        rec = os.path.join(self.dir, "recordings")
+        deadline = time.monotonic() + 10
+        while True:
+            sessions = subprocess.run([h.agentgate_bin(), "replay", "--dir", rec, "--format", "jsonl"],
+                                      capture_output=True, text=True, timeout=60).stdout
+            ids = [json.loads(line)["id"] for line in sessions.splitlines()
+                   if line.strip() and json.loads(line).get("subject") == "alice"]
+            replay = subprocess.run([h.agentgate_bin(), "replay", "--dir", rec, "--format", "jsonl"] +
+                                    [a for i in ids for a in ("--session", i)][-2:],
+                                    capture_output=True, text=True, timeout=60)
+            if "0x0064" in replay.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for value in ("0x0001", "0x000a", "0x0064"):
+            self.assertIn(f"parameters: $1 = (binary) {value}", replay.stdout.replace("\\n", "\n"))
+
+    def test_sql_prepare_then_execute_needs_an_approval_each_time(self):
+        out = {}
+        step = threading.Event()
+
+        def work():
+            try:
+                conn = self.gw.connect_token(self.alice)
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("PREPARE bump AS UPDATE t SET n = n + 1")
+                    step.wait(10)
+                    cur.execute("EXECUTE bump")
+                    out["executed"] = True
+                conn.close()
+            except Exception as e:  # noqa: BLE001
+                out["error"] = e
+
+        t = threading.Thread(target=work)
+        t.start()
+        self.approve_next("PREPARE bump")
+        step.set()
+        # EXECUTE of what an approval prepared asks again; nothing ran yet.
+        self.approve_next("EXECUTE bump")
+        t.join(10)
+        self.assertEqual(out, {"executed": True})
+        self.assertEqual(self.counts(), "10")
 
 if __name__ == "__main__":
     h.main()
