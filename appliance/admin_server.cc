@@ -1,5 +1,7 @@
 #include "appliance/admin_server.h"
 
+#include "io/tls_channel.h"
+
 #include <arpa/inet.h>
 #include <http_parser.h>
 #include <netinet/in.h>
@@ -399,6 +401,12 @@ struct connection {
   std::string pending;
   std::string out;
   size_t out_sent = 0;
+  // admin.tls: the connection's TLS, and ciphertext not yet sent (out is
+  // then encrypted into it as soon as it is queued).
+  std::unique_ptr<io::tls_channel> tls;
+  std::vector<uint8_t> wire_out;
+  size_t wire_sent = 0;
+  std::string plain_in;  // decrypted, not yet parsed
 
   // The request being parsed.
   http_request req;
@@ -422,6 +430,9 @@ struct connection {
 };
 
 }  // namespace
+
+// Bytes queued for the peer and not yet sent (plaintext, or TLS records).
+bool has_output(const connection& c) { return !c.out.empty() || c.wire_sent < c.wire_out.size(); }
 
 struct admin_server::impl {
   admin_server_options opts;
@@ -485,6 +496,7 @@ char wake_tag;
 }  // namespace
 
 admin_server::impl::impl(admin_server_options o) : opts(std::move(o)) {
+  if (opts.tls_context != nullptr) SSL_CTX_up_ref(opts.tls_context);
   // A per-process random key: comparing HMACs of the presented and the real
   // token takes the same time whatever their lengths or common prefix.
   if (RAND_bytes(mac_key, sizeof mac_key) != 1) {
@@ -759,6 +771,31 @@ void admin_server::impl::close_connection(connection& c) {
 }
 
 bool admin_server::impl::flush(connection& c) {
+  if (c.tls != nullptr) {
+    if (!c.out.empty()) {
+      const auto* p = reinterpret_cast<const uint8_t*>(c.out.data());
+      if (const status st = c.tls->write({p, c.out.size()}, c.wire_out); !st) {
+        close_connection(c);
+        return false;
+      }
+      c.out.clear();
+      c.out_sent = 0;
+    }
+    while (c.wire_sent < c.wire_out.size()) {
+      ssize_t n = ::send(c.fd, c.wire_out.data() + c.wire_sent, c.wire_out.size() - c.wire_sent, MSG_NOSIGNAL);
+      if (n > 0) {
+        c.wire_sent += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      close_connection(c);
+      return false;
+    }
+    c.wire_out.clear();
+    c.wire_sent = 0;
+    return true;
+  }
   while (c.out_sent < c.out.size()) {
     ssize_t n = ::send(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent, MSG_NOSIGNAL);
     if (n > 0) {
@@ -890,7 +927,7 @@ void admin_server::impl::service(connection& c) {
   for (int turn = 0; turn < turns_per_wake_max; ++turn) {
     if (c.fd < 0) return;
     if (!flush(c)) return;
-    if (!c.out.empty()) {
+    if (has_output(c)) {
       want(c, EPOLLOUT);  // a slow reader: no more parsing until it drains
       return;
     }
@@ -905,6 +942,25 @@ void admin_server::impl::service(connection& c) {
       continue;
     }
     ssize_t n = ::recv(c.fd, read_buf.get(), read_chunk_bytes, 0);
+    if (n > 0 && c.tls != nullptr) {
+      // Decrypt, then parse as if it had arrived in the clear; the
+      // handshake's own records go out with the next flush.
+      c.plain_in.clear();
+      const auto* p = reinterpret_cast<const uint8_t*>(read_buf.get());
+      const status st = c.tls->feed({p, static_cast<size_t>(n)}, c.wire_out, [&](std::span<const uint8_t> b) {
+        c.plain_in.append(reinterpret_cast<const char*>(b.data()), b.size());
+      });
+      if (!st || c.plain_in.size() > read_chunk_bytes * 4) {
+        AG_DEBUG("admin API: TLS from %s failed: %s", c.peer.c_str(), st ? "too much data" : st.message().c_str());
+        flush(c);
+        close_connection(c);
+        return;
+      }
+      if (c.plain_in.empty()) continue;
+      size_t used = feed(c, c.plain_in.data(), c.plain_in.size());
+      if (used < c.plain_in.size() && !c.close_after_write) c.pending.assign(c.plain_in, used);
+      continue;
+    }
     if (n > 0) {
       size_t used = feed(c, read_buf.get(), static_cast<size_t>(n));
       if (used < static_cast<size_t>(n) && !c.close_after_write)
@@ -927,6 +983,10 @@ void admin_server::impl::service(connection& c) {
 // Over connections_max: a best-effort 503 on the fresh socket, then close.
 void admin_server::impl::refuse(int fd) {
   n_refused.fetch_add(1, std::memory_order_relaxed);
+  if (opts.tls_context != nullptr) {  // a plaintext answer would be noise to a TLS client
+    ::close(fd);
+    return;
+  }
   static const std::string msg = [] {
     std::string body = http_response::error(503, "too many connections").body;
     return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
@@ -965,6 +1025,7 @@ void admin_server::impl::accept_all() {
     auto c = std::make_unique<connection>();
     c->owner = this;
     c->fd = fd;
+    if (opts.tls_context != nullptr) c->tls = io::tls_channel::server(opts.tls_context);
     c->peer = peer_text(ss);
     c->req.peer = c->peer;
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -990,9 +1051,9 @@ void admin_server::impl::expire(steady::time_point now) {
   for (auto& cp : conns) {
     connection& c = *cp;
     if (c.fd < 0 || now < c.deadline) continue;
-    if (!c.lingering && (c.in_message || !c.pending.empty() || !c.out.empty())) {
+    if (!c.lingering && (c.in_message || !c.pending.empty() || has_output(c))) {
       n_timeouts.fetch_add(1, std::memory_order_relaxed);
-      if (c.out.empty()) {
+      if (!has_output(c) && c.tls == nullptr) {
         queue_response(c, http_response::error(408, "request not completed in time"), false, false);
         ssize_t ignored = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)ignored;
@@ -1055,7 +1116,10 @@ void admin_server::impl::run() {
 admin_server::admin_server(admin_server_options options)
     : impl_(std::make_unique<impl>(std::move(options))) {}
 
-admin_server::~admin_server() { stop(); }
+admin_server::~admin_server() {
+  stop();
+  if (impl_->opts.tls_context != nullptr) SSL_CTX_free(impl_->opts.tls_context);
+}
 
 status admin_server::route(std::string_view method, std::string_view pattern, route_auth auth,
                            http_handler handler) {

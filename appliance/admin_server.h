@@ -9,8 +9,9 @@
 //   the data plane. Whatever a handler touches that the rest of the process
 //   also touches is the handler's business to synchronize.
 // - Wire: HTTP/1.1 (1.0 accepted) parsed by http-parser, keep-alive and
-//   pipelining (answered in order), plain TCP. TLS for the admin API is a
-//   follow-up: bind it to loopback or a management network until then.
+//   pipelining (answered in order), over TLS when admin.tls is set (OpenSSL
+//   over memory BIOs, io/tls_channel), else plain TCP: then bind it to
+//   loopback or a management network (the gateway warns otherwise).
 // - Limits: connections, header bytes, header count, body bytes, requests per
 //   connection, and a request timeout (a connection that has not completed a
 //   request within it is closed: slowloris, idle keep-alive and slow readers
@@ -32,6 +33,8 @@
 #include <vector>
 
 #include "core/status.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
 
 namespace agentgate {
 
@@ -100,6 +103,9 @@ struct admin_server_options {
   // After the last response on a connection being closed, unread input is
   // drained this long so the peer reads the response rather than a reset.
   uint32_t linger_ms = 1'000;
+  // admin.tls: every connection speaks TLS (1.2+) with this context; null:
+  // plain HTTP. Up-referenced by the server.
+  SSL_CTX* tls_context = nullptr;
 };
 
 // Counters for operators and tests; read from any thread.

@@ -792,6 +792,7 @@ status parse_admin(element value, const std::string& path, const std::string& ba
   status s = for_each_member(value, path, [&](std::string_view key, element v,
                                               const std::string& p) -> status {
     std::string_view text;
+    if (key == "tls") return parse_tls(v, p, base_dir, out.tls);
     if (key != "listen" && key != "token_file") return fail(p, "unknown key");
     if (status e = get_string(v, p, text); !e) return e;
     if (key == "listen") {

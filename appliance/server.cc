@@ -298,6 +298,16 @@ int run_server(const std::string& config_path) {
   control_plane control(std::move(parts), policies, config.recording.dir);
   // The recorders' clock: written data is synced, segments rolled and
   // retention applied from each shard's own thread, prompted every 20 ms.
+  SSL_CTX* admin_tls = nullptr;
+  if (!config.admin.listen.empty() && !config.admin.tls.cert.empty()) {
+    result<SSL_CTX*> ctx = io::make_server_tls_context(config.admin.tls.cert, config.admin.tls.key);
+    if (!ctx) {
+      stop.store(true);
+      for (auto& t : threads) t.join();
+      return config_error("admin.tls: " + ctx.error().message());
+    }
+    admin_tls = *ctx;
+  }
   std::mutex ticker_mutex;
   std::condition_variable ticker_cv;
   bool ticker_stop = false;
@@ -316,7 +326,15 @@ int run_server(const std::string& config_path) {
     admin_server_options options;
     options.listen = config.admin.listen;
     options.admin_token = config.admin.token;
+    if (!config.admin.tls.cert.empty()) {
+      options.tls_context = admin_tls;
+    } else if (config.admin.listen.rfind("127.", 0) != 0 && config.admin.listen.rfind("[::1]", 0) != 0 &&
+               config.admin.listen.rfind("localhost:", 0) != 0) {
+      AG_WARN("admin API on %s speaks plain HTTP: admin and approver tokens cross the network in the clear; "
+              "set admin.tls", config.admin.listen.c_str());
+    }
     admin = std::make_unique<admin_server>(options);
+    if (options.tls_context != nullptr) SSL_CTX_free(options.tls_context);  // the server holds its own reference
     control.add_metrics_source([&approvals](std::string& out) { append_approval_metrics(out, approvals.stats()); });
     control.register_routes(*admin);
     approver_verifier verify_approver = [&refresher](std::string_view token)
@@ -330,6 +348,14 @@ int run_server(const std::string& config_path) {
       AG_ERROR("%s", st.message().c_str());
       stop.store(true);
       for (auto& t : threads) t.join();
+      if (ticker.joinable()) {
+        {
+          std::lock_guard<std::mutex> lock(ticker_mutex);
+          ticker_stop = true;
+        }
+        ticker_cv.notify_all();
+        ticker.join();
+      }
       return config_error(st.message());
     }
     AG_INFO("config API listening on %s", admin->address().c_str());

@@ -90,6 +90,7 @@ struct admin_config {
   std::string listen;      // "host:port"; empty: no config API
   std::string token_file;  // the admin bearer token (first line)
   std::string token;       // its contents, read at start
+  tls_config tls;          // admin.tls: HTTPS with this certificate; empty: plain HTTP
 };
 
 struct approvals_config {
