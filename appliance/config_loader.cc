@@ -245,6 +245,15 @@ bool listen_overlaps(const socket_address& a, const socket_address& b) {
   return is_wildcard(v4) || std::memcmp(v6.bytes + 12, v4.bytes, 4) == 0;
 }
 
+// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: only this host can connect.
+bool is_loopback(const socket_address& a) {
+  if (a.family == AF_INET) return a.bytes[0] == 127;
+  static constexpr unsigned char v6_loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  static constexpr unsigned char v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(a.bytes, v6_loopback, 16) == 0) return true;
+  return std::memcmp(a.bytes, v4_mapped_prefix, 12) == 0 && a.bytes[12] == 127;
+}
+
 std::string listen_text(const target_config& t) {
   bool v6 = t.listen_host.find(':') != std::string::npos;
   std::string host = v6 ? "[" + t.listen_host + "]" : t.listen_host;
@@ -579,18 +588,60 @@ status parse_identity(element value, const std::string& path, const std::string&
 
 // Checks that need more than one section; they run after the walk, since
 // identity and tls may come after the targets that use them.
-status check_client_auth(const gateway_config& config) {
+// client_auth_written[i]: targets[i] names its client_auth; without it the
+// default "jwt" applies, and an error says so (configs written when the
+// default was "trust" fail here, not open).
+status check_client_auth(const gateway_config& config, const std::vector<bool>& client_auth_written) {
+  assert(client_auth_written.size() == config.targets.size());
   for (size_t i = 0; i < config.targets.size(); ++i) {
     const target_config& t = config.targets[i];
     if (t.client_auth != client_auth_mode::jwt) continue;
     std::string path = index_path("targets", i) + ".client_auth";
-    if (config.identity.issuers.empty()) return fail(path, "\"jwt\" needs identity.issuers");
+    std::string_view hint = client_auth_written[i]
+                                ? ""
+                                : " (client_auth is \"jwt\" unless the target says \"trust\")";
+    if (config.identity.issuers.empty()) {
+      return fail(path, "\"jwt\" needs identity.issuers" + std::string(hint));
+    }
     // The token is a bearer credential: over plaintext anyone on the path
     // can log in as its owner until it expires.
     if (config.tls.cert.empty() && !t.allow_plaintext_auth) {
-      return fail(path, "\"jwt\" needs tls (or allow_plaintext_auth for loopback tests)");
+      return fail(path, "\"jwt\" needs tls (or allow_plaintext_auth for loopback tests)" +
+                            std::string(hint));
     }
   }
+  return status::ok();
+}
+
+// libpq's require_auth names. Negations ("!md5") are not taken: the list
+// says what is allowed, so what it leaves out is refused.
+status parse_auth_methods(element value, const std::string& path, upstream_auth_methods& out) {
+  array items;
+  if (value.get_array().get(items) != simdjson::SUCCESS) {
+    return fail(path, "expected an array of authentication methods");
+  }
+  if (items.size() == 0) {
+    return fail(path, "at least one method is required (\"scram-sha-256\" is the default)");
+  }
+  upstream_auth_methods methods{.scram_sha_256 = false, .md5 = false, .password = false, .none = false};
+  size_t index = 0;
+  for (element item : items) {
+    std::string item_path = index_path(path, index++);
+    std::string_view text;
+    if (status e = get_string(item, item_path, text); !e) return e;
+    bool* flag = text == "scram-sha-256" ? &methods.scram_sha_256
+                 : text == "md5"         ? &methods.md5
+                 : text == "password"    ? &methods.password
+                 : text == "none"        ? &methods.none
+                                         : nullptr;
+    if (flag == nullptr) {
+      return fail(item_path, "expected \"scram-sha-256\", \"md5\", \"password\" or \"none\", got " +
+                                 quote_for_message(text));
+    }
+    if (*flag) return fail(item_path, quote_for_message(text) + " is listed twice");
+    *flag = true;
+  }
+  out = methods;
   return status::ok();
 }
 
@@ -631,6 +682,8 @@ status parse_upstream(element value, const std::string& path, const std::string&
       if (text.empty()) return fail(p, "expected a file path");
       out.ca_file = resolve_path(std::string(text), base_dir);
       return check_ca_file(p, out.ca_file);
+    } else if (key == "auth_methods") {
+      return parse_auth_methods(v, p, out.auth_methods);
     } else {
       return fail(p, "unknown key");
     }
@@ -651,8 +704,11 @@ status parse_upstream(element value, const std::string& path, const std::string&
 
 // `earlier` holds the targets before this one, for the uniqueness checks.
 status parse_target(element value, const std::string& path, const std::string& base_dir,
-                    const std::vector<target_config>& earlier, target_config& out) {
+                    const std::vector<target_config>& earlier, target_config& out,
+                    bool& have_client_auth) {
   bool have_name = false, have_protocol = false, have_listen = false, have_upstream = false;
+  bool have_allow_trust = false;
+  have_client_auth = false;
   status s = for_each_member(value, path, [&](std::string_view key, element v,
                                               const std::string& p) -> status {
     std::string_view text;
@@ -698,8 +754,12 @@ status parse_target(element value, const std::string& path, const std::string& b
       } else {
         return fail(p, "expected \"trust\" or \"jwt\", got " + quote_for_message(text));
       }
+      have_client_auth = true;
     } else if (key == "allow_plaintext_auth") {
       return get_bool(v, p, out.allow_plaintext_auth);
+    } else if (key == "allow_trust_on_network") {
+      have_allow_trust = true;
+      return get_bool(v, p, out.allow_trust_on_network);
     } else if (key == "upstream") {
       have_upstream = true;
       return parse_upstream(v, p, base_dir, out.upstream);
@@ -713,11 +773,25 @@ status parse_target(element value, const std::string& path, const std::string& b
   if (!have_protocol) return fail(key_path(path, "protocol"), "required");
   if (!have_listen) return fail(key_path(path, "listen"), "required");
   if (!have_upstream) return fail(key_path(path, "upstream"), "required");
+  if (have_allow_trust && out.client_auth != client_auth_mode::trust) {
+    return fail(key_path(path, "allow_trust_on_network"), "only used with client_auth: \"trust\"");
+  }
+  // A trusted listener that other machines can reach is an open door to
+  // the database: it has to be asked for in so many words.
+  socket_address listen_address;
+  to_socket_address(out.listen_host, out.listen_port, listen_address);
+  if (out.client_auth == client_auth_mode::trust && !is_loopback(listen_address) &&
+      !out.allow_trust_on_network) {
+    return fail(key_path(path, "client_auth"),
+                "\"trust\" lets anyone who can reach " + listen_text(out) +
+                    " in without a password; it is allowed on loopback addresses, or with "
+                    "allow_trust_on_network: true on a network where every client is trusted");
+  }
   return status::ok();
 }
 
 status parse_targets(element value, const std::string& path, const std::string& base_dir,
-                     std::vector<target_config>& out) {
+                     std::vector<target_config>& out, std::vector<bool>& client_auth_written) {
   array items;
   if (value.get_array().get(items) != simdjson::SUCCESS) return fail(path, "expected an array");
   if (items.size() == 0) return fail(path, "at least one target is required");
@@ -729,10 +803,12 @@ status parse_targets(element value, const std::string& path, const std::string& 
   size_t index = 0;
   for (element item : items) {
     target_config target;
-    if (status s = parse_target(item, index_path(path, index), base_dir, out, target); !s) {
+    bool written = false;
+    if (status s = parse_target(item, index_path(path, index), base_dir, out, target, written); !s) {
       return s;
     }
     out.push_back(std::move(target));
+    client_auth_written.push_back(written);
     ++index;
   }
   return status::ok();
@@ -888,6 +964,7 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
 
   gateway_config config;
   bool have_targets = false;
+  std::vector<bool> client_auth_written;
   status s = for_each_member(root, "", [&](std::string_view key, element v,
                                            const std::string& p) -> status {
     if (key == "shards") return get_integer(v, p, 0, shards_max, config.shards);
@@ -902,7 +979,7 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
     }
     if (key == "targets") {
       have_targets = true;
-      return parse_targets(v, p, base_dir, config.targets);
+      return parse_targets(v, p, base_dir, config.targets, client_auth_written);
     }
     if (key == "limits") return parse_limits(v, p, config.limits);
     if (key == "io") return parse_io(v, p, config.io);
@@ -924,8 +1001,44 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
   });
   if (!s) return s;
   if (!have_targets) return fail("targets", "required");
-  if (status e = check_client_auth(config); !e) return e;
+  if (status e = check_client_auth(config, client_auth_written); !e) return e;
   return config;
+}
+
+std::vector<std::string> config_warnings(const gateway_config& config) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < config.targets.size(); ++i) {
+    const target_config& t = config.targets[i];
+    const std::string path = index_path("targets", i);
+    const std::string who = " (target " + t.name + ")";
+    if (t.client_auth == client_auth_mode::trust) {
+      out.push_back(path + ".client_auth: \"trust\"" + who + ": anyone who can reach " + listen_text(t) +
+                    " logs in without a password" +
+                    (t.allow_trust_on_network ? " (allow_trust_on_network is set)" : ""));
+    }
+    const upstream_config& u = t.upstream;
+    if (u.tls != upstream_tls_mode::verify_full) {
+      out.push_back(path + ".upstream.tls: \"" +
+                    (u.tls == upstream_tls_mode::disable ? "disable" : "require") + "\"" + who +
+                    ": the upstream's certificate is not verified, so whoever answers at " + u.host +
+                    ":" + std::to_string(u.port) +
+                    " gets the gateway's login and every session's data; use \"verify-full\"");
+    }
+    if (u.auth_methods.password || u.auth_methods.md5) {
+      std::string methods = u.auth_methods.password && u.auth_methods.md5 ? "\"password\" and \"md5\""
+                            : u.auth_methods.password                   ? "\"password\""
+                                                                        : "\"md5\"";
+      out.push_back(path + ".upstream.auth_methods: " + methods + who +
+                    ": the gateway sends the upstream password (or a hash of it that can be cracked offline) to "
+                    "whoever asks; prefer \"scram-sha-256\"");
+    }
+    if (u.auth_methods.none) {
+      out.push_back(path + ".upstream.auth_methods: \"none\"" + who +
+                    ": an upstream that does not ask for a password is accepted without proving "
+                    "who it is");
+    }
+  }
+  return out;
 }
 
 result<gateway_config> load_config_file(const std::string& path) {

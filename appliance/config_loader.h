@@ -16,6 +16,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/config.h"
 #include "core/status.h"
@@ -34,5 +35,12 @@ result<gateway_config> parse_config(std::string_view json, const std::string& ba
 
 // Reads the file at path and calls parse_config with the file's directory.
 result<gateway_config> load_config_file(const std::string& path);
+
+// What a valid config allows that weakens the gateway, for the log at every
+// start: targets with client_auth "trust", upstreams whose certificate is not
+// verified (upstream.tls other than "verify-full"), and upstream methods that
+// hand the password to whoever answers. One line each, starting with the key
+// path; empty for a config with nothing to warn about.
+std::vector<std::string> config_warnings(const gateway_config& config);
 
 }  // namespace agentgate

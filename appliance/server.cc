@@ -125,6 +125,7 @@ int run_server(const std::string& config_path) {
   const gateway_config& config = *loaded;
   log_level level = log_level::info;
   if (parse_log_level(config.log_level, &level)) set_log_level(level);
+  for (const std::string& warning : config_warnings(config)) AG_WARN("%s", warning.c_str());
 
   std::vector<pg::target_runtime> targets(config.targets.size());
   std::vector<net_address> listen_addresses;

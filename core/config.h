@@ -11,6 +11,19 @@ namespace agentgate {
 
 enum class upstream_tls_mode { disable, require, verify_full };
 
+// The authentication methods the gateway answers when the upstream asks for
+// its password, by libpq's require_auth names. Whatever answers at the
+// upstream address chooses the method: a server (or an impostor) asking for
+// "password" gets the secret in clear, "md5" a hash it can crack offline, and
+// "none" (AuthenticationOk without asking) proves nothing. Only SCRAM, where
+// the server must prove it knows the password too, is on by default.
+struct upstream_auth_methods {
+  bool scram_sha_256 = true;
+  bool md5 = false;
+  bool password = false;
+  bool none = false;
+};
+
 struct upstream_config {
   std::string host;          // name or address; resolved once at start
   uint16_t port = 5432;
@@ -21,10 +34,13 @@ struct upstream_config {
   upstream_tls_mode tls = upstream_tls_mode::disable;
   std::string ca_file;       // for verify_full; empty: the system's CA store. Resolved
                              // against the config file's directory by the loader.
+  upstream_auth_methods auth_methods;  // what the gateway answers; anything else is refused
 };
 
-// trust: anyone who can connect (loopback tests, demos). jwt: the client's
-// password is an OIDC JWT verified against identity.issuers.
+// trust: anyone who can connect (loopback tests, demos); must be written out,
+// and on a non-loopback listen address also allowed with
+// allow_trust_on_network. jwt (the default): the client's password is an
+// OIDC JWT verified against identity.issuers.
 enum class client_auth_mode { trust, jwt };
 
 struct target_config {
@@ -33,9 +49,12 @@ struct target_config {
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 0;
   upstream_config upstream;
-  client_auth_mode client_auth = client_auth_mode::trust;
+  client_auth_mode client_auth = client_auth_mode::jwt;
   // Accept the JWT over a plaintext connection (loopback tests only).
   bool allow_plaintext_auth = false;
+  // client_auth "trust" on an address other than loopback: the operator
+  // says every client that can reach it is trusted.
+  bool allow_trust_on_network = false;
 };
 
 // Paths are resolved against the config file's directory by the loader,

@@ -74,6 +74,7 @@ int run(const options& opt) {
   const gateway_config& config = *loaded;
   log_level level = log_level::info;
   if (parse_log_level(config.log_level, &level)) set_log_level(level);
+  for (const std::string& warning : config_warnings(config)) AG_WARN("%s", warning.c_str());
 
   result<io::dpdk::ipv4_interface> ip = io::dpdk::parse_ipv4_interface(opt.ip, opt.gateway);
   if (!ip) {

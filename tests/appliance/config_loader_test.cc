@@ -50,11 +50,28 @@ class ConfigLoaderTest : public ::testing::Test {
   std::string dir_;
 };
 
-std::string target(const std::string& name, const std::string& listen,
-                   const std::string& upstream_extra = "") {
+bool is_loopback_listen(const std::string& listen) {
+  return listen.starts_with("127.") || listen.starts_with("localhost:") ||
+         listen.starts_with("[::1]:") || listen.starts_with("[::ffff:127.");
+}
+
+// A target without client_auth: "jwt" by default.
+std::string bare_target(const std::string& name, const std::string& listen,
+                        const std::string& upstream_extra = "") {
   return R"({"name": ")" + name + R"(", "protocol": "postgres", "listen": ")" + listen +
          R"(", "upstream": {"host": "127.0.0.1", "user": "app", "password_file": "pw")" +
          upstream_extra + "}}";
+}
+
+// A client_auth "trust" target (written out, as the loader demands; off
+// loopback with allow_trust_on_network), for tests about other keys.
+std::string target(const std::string& name, const std::string& listen,
+                   const std::string& upstream_extra = "") {
+  std::string t = bare_target(name, listen, upstream_extra);
+  t.insert(t.find(R"("upstream")"),
+           is_loopback_listen(listen) ? R"("client_auth": "trust", )"
+                                      : R"("client_auth": "trust", "allow_trust_on_network": true, )");
+  return t;
 }
 
 std::string with_targets(const std::string& targets, const std::string& extra = "") {
@@ -72,9 +89,10 @@ TEST_F(ConfigLoaderTest, FullConfigRoundTrip) {
     "log_level": "debug",
     "targets": [
       {"name": "pg-main", "protocol": "postgres", "listen": "0.0.0.0:6432", "client_auth": "trust",
+       "allow_trust_on_network": true,
        "upstream": {"host": "db.internal", "port": 5433, "user": "app", "password_file": "pw",
                     "database": "appdb"}},
-      {"name": "pg.replica_2", "protocol": "postgres", "listen": "[::1]:6433",
+      {"name": "pg.replica_2", "protocol": "postgres", "listen": "[::1]:6433", "client_auth": "trust",
        "upstream": {"host": "::1", "user": "ro", "password_file": "other-pw"}}
     ],
     "limits": {"frame_bytes_max": 1048576, "startup_bytes_max": 8192, "unsent_bytes_max": 65536,
@@ -154,7 +172,7 @@ TEST_F(ConfigLoaderTest, DefaultsApplied) {
 TEST_F(ConfigLoaderTest, RelativePasswordFileResolvedAgainstBaseDir) {
   fs::create_directory(dir_ + "/secrets");
   write_file("secrets/db", "from-subdir\n");
-  auto r = parse(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "localhost:6432",
+  auto r = parse(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "localhost:6432", "client_auth": "trust",
       "upstream": {"host": "h", "user": "u", "password_file": "secrets/db"}})"));
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->targets[0].upstream.password, "from-subdir");
@@ -162,7 +180,7 @@ TEST_F(ConfigLoaderTest, RelativePasswordFileResolvedAgainstBaseDir) {
 
   // The same document from another directory does not find the file.
   auto elsewhere = parse_config(with_targets(R"({"name": "pg", "protocol": "postgres",
-      "listen": "localhost:6432",
+      "listen": "localhost:6432", "client_auth": "trust",
       "upstream": {"host": "h", "user": "u", "password_file": "secrets/db"}})"),
                                 "/nonexistent-agentgate-dir");
   ASSERT_FALSE(elsewhere);
@@ -174,7 +192,7 @@ TEST_F(ConfigLoaderTest, RelativePasswordFileResolvedAgainstBaseDir) {
 
   // An absolute path ignores base_dir.
   auto absolute = parse_config(
-      with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "localhost:6432",
+      with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "localhost:6432", "client_auth": "trust",
       "upstream": {"host": "h", "user": "u", "password_file": ")" +
                    dir_ + R"(/secrets/db"}})"),
       "/nonexistent-agentgate-dir");
@@ -223,7 +241,7 @@ TEST_F(ConfigLoaderTest, PasswordFileBounds) {
 }
 
 TEST_F(ConfigLoaderTest, MissingPasswordFile) {
-  auto r = parse(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1",
+  auto r = parse(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1", "client_auth": "trust",
       "upstream": {"host": "h", "user": "u", "password_file": "missing.txt"}})"));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().message(), "targets[0].upstream.password_file: cannot open \"" + dir_ +
@@ -232,7 +250,7 @@ TEST_F(ConfigLoaderTest, MissingPasswordFile) {
 
 TEST_F(ConfigLoaderTest, PasswordFileMustBeRegular) {
   fs::create_directory(dir_ + "/adir");
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1",
+  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1", "client_auth": "trust",
       "upstream": {"host": "h", "user": "u", "password_file": "adir"}})")),
             "targets[0].upstream.password_file: \"" + dir_ + "/adir\" is not a regular file");
 }
@@ -405,13 +423,13 @@ TEST_F(ConfigLoaderTest, MissingRequiredKeys) {
             "targets[0].listen: required");
   EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1"})")),
             "targets[0].upstream: required");
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1",
+  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1", "client_auth": "trust",
       "upstream": {"user": "u", "password_file": "pw"}})")),
             "targets[0].upstream.host: required");
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1",
+  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1", "client_auth": "trust",
       "upstream": {"host": "h", "password_file": "pw"}})")),
             "targets[0].upstream.user: required");
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1",
+  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1", "client_auth": "trust",
       "upstream": {"host": "h", "user": "u"}})")),
             "targets[0].upstream.password_file: required");
 }
@@ -470,7 +488,7 @@ TEST_F(ConfigLoaderTest, ValueRanges) {
 }
 
 TEST_F(ConfigLoaderTest, UpstreamValues) {
-  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1",
+  EXPECT_EQ(error_of(with_targets(R"({"name": "pg", "protocol": "postgres", "listen": "127.0.0.1:1", "client_auth": "trust",
       "upstream": {"host": "bad host"}})")),
             R"(targets[0].upstream.host: expected a host name or IP address, got "bad host")");
   EXPECT_EQ(error_of(with_targets(target("pg", "127.0.0.1:1", R"(, "database": "")"))),
@@ -547,7 +565,7 @@ class ConfigLoaderTlsTest : public ConfigLoaderTest {
 
   // A target with client_auth jwt, plus the given top-level sections.
   std::string jwt_config(const std::string& target_extra, const std::string& top_extra) {
-    std::string t = target("pg", "127.0.0.1:6432");
+    std::string t = bare_target("pg", "127.0.0.1:6432");
     t.insert(t.find(R"("upstream")"), R"("client_auth": "jwt", )" + target_extra);
     return with_targets(t, top_extra);
   }
@@ -713,7 +731,7 @@ TEST_F(ConfigLoaderTlsTest, JwtClientAuthNeedsIssuersAndTls) {
   ASSERT_TRUE(plaintext) << plaintext.error().message();
   EXPECT_TRUE(plaintext->targets[0].allow_plaintext_auth);
   // identity and tls may come before or after the targets.
-  std::string t = target("pg", "127.0.0.1:6432");
+  std::string t = bare_target("pg", "127.0.0.1:6432");
   t.insert(t.find(R"("upstream")"), R"("client_auth": "jwt", )");
   std::string identity_first = std::string("{") + (identity_ok + 2) + (tls_ok) +
                                R"(, "targets": [)" + t + "]}";
@@ -722,7 +740,7 @@ TEST_F(ConfigLoaderTlsTest, JwtClientAuthNeedsIssuersAndTls) {
 }
 
 TEST_F(ConfigLoaderTlsTest, ClientAuthValues) {
-  std::string t = target("pg", "127.0.0.1:6432");
+  std::string t = bare_target("pg", "127.0.0.1:6432");
   t.insert(t.find(R"("upstream")"), R"("client_auth": "password", )");
   EXPECT_EQ(error_of(with_targets(t)),
             R"(targets[0].client_auth: expected "trust" or "jwt", got "password")");
@@ -733,6 +751,130 @@ TEST_F(ConfigLoaderTlsTest, ClientAuthValues) {
   std::string trust = target("pg", "127.0.0.1:6432");
   trust.insert(trust.find(R"("upstream")"), R"("allow_plaintext_auth": true, )");
   EXPECT_EQ(error_of(with_targets(trust)), "ok");
+}
+
+// A target that leaves client_auth out is a jwt target: a config that
+// forgets the key fails closed (no issuers, no tls) instead of letting
+// anyone in.
+TEST_F(ConfigLoaderTlsTest, ClientAuthDefaultsToJwt) {
+  auto r = parse(with_targets(bare_target("pg", "127.0.0.1:6432"), std::string(tls_ok) + identity_ok));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->targets[0].client_auth, client_auth_mode::jwt);
+  EXPECT_EQ(target_config{}.client_auth, client_auth_mode::jwt);
+
+  EXPECT_EQ(error_of(with_targets(bare_target("pg", "127.0.0.1:6432"))),
+            R"(targets[0].client_auth: "jwt" needs identity.issuers (client_auth is "jwt" unless the target says "trust"))");
+  EXPECT_EQ(error_of(with_targets(bare_target("pg", "127.0.0.1:6432"), identity_ok)),
+            R"(targets[0].client_auth: "jwt" needs tls (or allow_plaintext_auth for loopback tests) (client_auth is "jwt" unless the target says "trust"))");
+  // A wildcard listen without client_auth is no reason to refuse: it is jwt.
+  auto wild = parse(with_targets(bare_target("pg", "0.0.0.0:6432"), std::string(tls_ok) + identity_ok));
+  ASSERT_TRUE(wild) << wild.error().message();
+}
+
+TEST_F(ConfigLoaderTlsTest, TrustOnNetworkNeedsAllowTrustOnNetwork) {
+  auto trust_on = [&](const std::string& listen, const std::string& extra = "",
+                      const std::string& name = "pg") {
+    std::string t = bare_target(name, listen);
+    t.insert(t.find(R"("upstream")"), R"("client_auth": "trust", )" + extra);
+    return t;
+  };
+  auto expected = [](const std::string& shown, int index = 0) {
+    return "targets[" + std::to_string(index) + R"(].client_auth: "trust" lets anyone who can reach )" +
+           shown +
+           " in without a password; it is allowed on loopback addresses, or with "
+           "allow_trust_on_network: true on a network where every client is trusted";
+  };
+  EXPECT_EQ(error_of(with_targets(trust_on("0.0.0.0:6432"))), expected("0.0.0.0:6432"));
+  EXPECT_EQ(error_of(with_targets(trust_on("[::]:6432"))), expected("[::]:6432"));
+  EXPECT_EQ(error_of(with_targets(trust_on("10.1.2.3:6432"))), expected("10.1.2.3:6432"));
+  EXPECT_EQ(error_of(with_targets(trust_on("[::ffff:10.1.2.3]:6432"))),
+            expected("[::ffff:10.1.2.3]:6432"));
+  // The second target is the one named.
+  EXPECT_EQ(error_of(with_targets(trust_on("127.0.0.1:6432") + "," +
+                                  trust_on("192.168.1.5:6433", "", "pg2"))),
+            expected("192.168.1.5:6433", 1));
+  // Loopback in every spelling is fine without the flag.
+  for (const char* listen : {"127.0.0.1:6432", "127.0.0.2:6432", "localhost:6432", "[::1]:6432",
+                             "[::ffff:127.0.0.1]:6432"}) {
+    EXPECT_EQ(error_of(with_targets(trust_on(listen))), "ok") << listen;
+  }
+  // Said in so many words, trust on the network is allowed.
+  auto allowed = parse(with_targets(trust_on("0.0.0.0:6432", R"("allow_trust_on_network": true, )")));
+  ASSERT_TRUE(allowed) << allowed.error().message();
+  EXPECT_TRUE(allowed->targets[0].allow_trust_on_network);
+  EXPECT_EQ(error_of(with_targets(trust_on("0.0.0.0:6432", R"("allow_trust_on_network": false, )"))),
+            expected("0.0.0.0:6432"));
+  EXPECT_EQ(error_of(with_targets(trust_on("0.0.0.0:6432", R"("allow_trust_on_network": 1, )"))),
+            "targets[0].allow_trust_on_network: expected true or false");
+  // The flag means nothing on a jwt target: refused rather than ignored.
+  std::string jwt = bare_target("pg", "0.0.0.0:6432");
+  jwt.insert(jwt.find(R"("upstream")"), R"("client_auth": "jwt", "allow_trust_on_network": true, )");
+  EXPECT_EQ(error_of(with_targets(jwt, std::string(tls_ok) + identity_ok)),
+            R"(targets[0].allow_trust_on_network: only used with client_auth: "trust")");
+}
+
+TEST_F(ConfigLoaderTlsTest, UpstreamAuthMethods) {
+  auto methods = [&](const std::string& extra) {
+    auto r = parse(with_targets(target("pg", "127.0.0.1:6432", extra)));
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? r->targets[0].upstream.auth_methods : upstream_auth_methods{};
+  };
+  // Default: SCRAM only.
+  upstream_auth_methods d = methods("");
+  EXPECT_TRUE(d.scram_sha_256);
+  EXPECT_FALSE(d.md5);
+  EXPECT_FALSE(d.password);
+  EXPECT_FALSE(d.none);
+  upstream_auth_methods md5_only = methods(R"(, "auth_methods": ["md5"])");
+  EXPECT_FALSE(md5_only.scram_sha_256);
+  EXPECT_TRUE(md5_only.md5);
+  EXPECT_FALSE(md5_only.password);
+  upstream_auth_methods all = methods(R"(, "auth_methods": ["password", "none", "scram-sha-256", "md5"])");
+  EXPECT_TRUE(all.scram_sha_256 && all.md5 && all.password && all.none);
+
+  auto error = [&](const std::string& extra) {
+    return error_of(with_targets(target("pg", "127.0.0.1:6432", extra)));
+  };
+  EXPECT_EQ(error(R"(, "auth_methods": [])"),
+            R"(targets[0].upstream.auth_methods: at least one method is required ("scram-sha-256" is the default))");
+  EXPECT_EQ(error(R"(, "auth_methods": "md5")"),
+            "targets[0].upstream.auth_methods: expected an array of authentication methods");
+  EXPECT_EQ(error(R"(, "auth_methods": ["scram-sha-256", "gss"])"),
+            R"(targets[0].upstream.auth_methods[1]: expected "scram-sha-256", "md5", "password" or "none", got "gss")");
+  EXPECT_EQ(error(R"(, "auth_methods": ["!md5"])"),
+            R"(targets[0].upstream.auth_methods[0]: expected "scram-sha-256", "md5", "password" or "none", got "!md5")");
+  EXPECT_EQ(error(R"(, "auth_methods": ["md5", "md5"])"),
+            R"(targets[0].upstream.auth_methods[1]: "md5" is listed twice)");
+  EXPECT_EQ(error(R"(, "auth_methods": [5])"), "targets[0].upstream.auth_methods[0]: expected a string");
+}
+
+TEST_F(ConfigLoaderTlsTest, StartupWarnings) {
+  auto warnings_for = [&](const std::string& targets, const std::string& extra = "") {
+    auto r = parse(with_targets(targets, extra));
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? config_warnings(*r) : std::vector<std::string>{};
+  };
+  auto contains = [](const std::vector<std::string>& lines, const std::string& prefix) {
+    for (const std::string& line : lines)
+      if (line.rfind(prefix, 0) == 0) return true;
+    return false;
+  };
+  // Trust, upstream TLS off: both named, by key path.
+  auto w = warnings_for(target("pg", "127.0.0.1:6432"));
+  EXPECT_EQ(w.size(), 2u);
+  EXPECT_TRUE(contains(w, R"(targets[0].client_auth: "trust" (target pg): anyone who can reach 127.0.0.1:6432)"));
+  EXPECT_TRUE(contains(w, R"(targets[0].upstream.tls: "disable" (target pg): the upstream's certificate is not verified)"));
+  w = warnings_for(target("pg", "127.0.0.1:6432", R"(, "tls": "require")"));
+  EXPECT_TRUE(contains(w, R"(targets[0].upstream.tls: "require" (target pg))"));
+  // md5 / password / none allowed upstream are warned about too.
+  w = warnings_for(target("pg", "127.0.0.1:6432",
+                          R"(, "tls": "verify-full", "auth_methods": ["scram-sha-256", "md5", "none"])"));
+  EXPECT_EQ(w.size(), 3u);
+  EXPECT_TRUE(contains(w, R"(targets[0].upstream.auth_methods: "md5" (target pg))"));
+  EXPECT_TRUE(contains(w, R"(targets[0].upstream.auth_methods: "none" (target pg))"));
+  // A jwt target over a verified upstream with SCRAM: nothing to say.
+  std::string t = bare_target("pg", "0.0.0.0:6432", R"(, "tls": "verify-full")");
+  EXPECT_TRUE(warnings_for(t, std::string(tls_ok) + identity_ok).empty());
 }
 
 TEST_F(ConfigLoaderTlsTest, UpstreamTls) {
