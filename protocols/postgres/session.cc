@@ -550,108 +550,49 @@ bool session::on_upstream_login_frame(const frame_header& header, bytes frame) {
 }
 
 bool session::answer_authentication(bytes body) {
-  const uint32_t code = read_u32(body.data());
-  const bytes data = body.subspan(4);
-  const std::string& password = target_.config.upstream.password;
-  std::string out;
-  switch (code) {
-    case 0: {  // AuthenticationOk: the client may go on; the rest is relayed
-      if (scram_ != nullptr) {
-        // The server must have proven it knows the password (SASLFinal).
-        fail("08006", "upstream login failed: the server skipped SCRAM's final message");
-        return false;
-      }
-      state_ = state::relaying;
-      append_authentication_ok(out);
-      send_to_client(out);
-      record_session_start();
-      // The client's messages wait for the login's ReadyForQuery: one sent
-      // before it would reach the server ahead of the catalog read, its
-      // result masked without table rules and its rows read as the catalog.
-      login_ready_pending_ = true;
-      from_client_.pause();
-      if (!early_client_bytes_.empty()) {
-        std::string early;
-        early.swap(early_client_bytes_);
-        if (!from_client_.feed(as_bytes(early), *client_sink_) && state_ == state::closed) return false;
-      }
-      return true;
-    }
-    case 3: {  // cleartext password
-      std::string body_out;
-      append_cstr(body_out, password);
-      append_frame(out, 'p', body_out);
-      send_to_upstream(out);
-      return true;
-    }
-    case 5: {  // md5
-      if (data.size() != 4) break;
-      const std::string response = md5_password_response(
-          target_.config.upstream.user, password, std::span<const uint8_t, 4>(data.data(), 4));
-      if (response.empty()) {  // MD5 unavailable (FIPS mode)
-        fail("08006", "upstream login failed: md5 authentication is unavailable on the gateway");
-        return false;
-      }
-      std::string body_out;
-      append_cstr(body_out, response);
-      append_frame(out, 'p', body_out);
-      send_to_upstream(out);
-      return true;
-    }
-    case 10: {  // SASL: a list of mechanisms
-      bool scram_offered = false;
-      std::string_view rest = as_view(data);
-      while (!rest.empty()) {
-        const size_t nul = rest.find('\0');
-        if (nul == std::string_view::npos || nul == 0) break;
-        if (rest.substr(0, nul) == "SCRAM-SHA-256") scram_offered = true;
-        rest.remove_prefix(nul + 1);
-      }
-      if (!scram_offered) {
-        fail("08006", "upstream login failed: the server offers no SASL mechanism the gateway supports");
-        return false;
-      }
-      scram_ = std::make_unique<scram_client>(password);
-      const std::string& first = scram_->client_first();
-      std::string body_out;
-      append_cstr(body_out, "SCRAM-SHA-256");
-      append_u32(body_out, static_cast<uint32_t>(first.size()));
-      body_out.append(first);
-      append_frame(out, 'p', body_out);
-      send_to_upstream(out);
-      return true;
-    }
-    case 11: {  // SASLContinue
-      if (scram_ == nullptr) break;
-      result<std::string> final_message = scram_->client_final(as_view(data));
-      if (!final_message) {
-        fail("08006", "upstream login failed: " + final_message.error().message());
-        return false;
-      }
-      append_frame(out, 'p', *final_message);
-      send_to_upstream(out);
-      return true;
-    }
-    case 12: {  // SASLFinal
-      if (scram_ == nullptr) break;
-      const status verified = scram_->verify_server_final(as_view(data));
-      if (!verified) {
-        AG_WARN("target %s: upstream SCRAM verification failed: %s", target_.config.name.c_str(),
-                verified.message().c_str());
-        fail("08006", "upstream login failed: the server could not prove it knows the password");
-        return false;
-      }
-      scram_.reset();
-      return true;
-    }
-    default:
-      fail("08006", "upstream login failed: the server asked for authentication method " +
-                        std::to_string(code) + ", which the gateway does not support");
-      return false;
+  if (!upstream_login_) {
+    const upstream_config& upstream = target_.config.upstream;
+    upstream_login_.emplace(upstream.user, upstream.password, upstream.auth_methods);
   }
-  ++probe_.upstream_protocol_errors;
-  fail("08P01", "malformed authentication request from the upstream");
-  return false;
+  result<upstream_login::step> step = upstream_login_->on_request(body);
+  if (!step) {
+    const status& why = step.error();
+    AG_WARN("target %s: upstream %s: login refused: %s", target_.config.name.c_str(),
+            target_.upstream_address.text.c_str(), why.message().c_str());
+    if (why.code() == errc::protocol) {
+      ++probe_.upstream_protocol_errors;
+      fail("08P01", "malformed authentication request from the upstream");
+    } else {
+      ++probe_.upstream_login_failures;
+      fail("08006", "upstream login failed: " + why.message());
+    }
+    return false;
+  }
+  std::string out;
+  if (!step->authenticated) {
+    if (!step->password_message.empty()) {
+      append_frame(out, 'p', step->password_message);
+      send_to_upstream(out);
+    }
+    return true;
+  }
+  // AuthenticationOk: the client may go on; the rest is relayed.
+  upstream_login_.reset();
+  state_ = state::relaying;
+  append_authentication_ok(out);
+  send_to_client(out);
+  record_session_start();
+  // The client's messages wait for the login's ReadyForQuery: one sent
+  // before it would reach the server ahead of the catalog read, its
+  // result masked without table rules and its rows read as the catalog.
+  login_ready_pending_ = true;
+  from_client_.pause();
+  if (!early_client_bytes_.empty()) {
+    std::string early;
+    early.swap(early_client_bytes_);
+    if (!from_client_.feed(as_bytes(early), *client_sink_) && state_ == state::closed) return false;
+  }
+  return true;
 }
 
 // ---- relaying ----------------------------------------------------------------------

@@ -263,7 +263,7 @@ class session final : public session_handler {
   std::string startup_buffer_;  // the startup phase's bytes, bounded by startup_bytes_max
   startup_packet startup_;      // the client's startup packet
   std::string early_client_bytes_;  // pipelined behind the startup packet, replayed after login
-  std::unique_ptr<scram_client> scram_;
+  std::optional<upstream_login> upstream_login_;  // while logging in upstream
   bool client_terminated_ = false;   // the client sent Terminate
   bool upstream_sent_fatal_ = false; // the upstream already told the client why it is closing
   bool client_mid_frame_ = false;    // part of a streamed frame went to the client

@@ -313,6 +313,161 @@ status scram_client::verify_server_final(std::string_view server_final) const {
   return status::ok();
 }
 
+namespace {
+
+// Authentication request codes (PostgreSQL's AUTH_REQ_*).
+constexpr uint32_t auth_ok = 0;
+constexpr uint32_t auth_kerberos_v5 = 2;
+constexpr uint32_t auth_password = 3;
+constexpr uint32_t auth_md5 = 5;
+constexpr uint32_t auth_gss = 7;
+constexpr uint32_t auth_gss_continue = 8;
+constexpr uint32_t auth_sspi = 9;
+constexpr uint32_t auth_sasl = 10;
+constexpr uint32_t auth_sasl_continue = 11;
+constexpr uint32_t auth_sasl_final = 12;
+
+constexpr std::string_view scram_mechanism = "SCRAM-SHA-256";
+
+uint32_t read_be32(std::span<const uint8_t> in) {
+  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | in[3];
+}
+
+void append_be32(std::string& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+}
+
+status not_allowed(uint32_t code) {
+  return {errc::auth, "the upstream asked for " + upstream_login::method_name(code) +
+                          " authentication, which upstream.auth_methods does not allow"};
+}
+
+}  // namespace
+
+upstream_login::upstream_login(std::string_view user, std::string_view password,
+                               upstream_auth_methods allowed, std::string scram_client_nonce)
+    : user_(user), password_(password), allowed_(allowed),
+      scram_client_nonce_(std::move(scram_client_nonce)) {}
+
+std::string upstream_login::method_name(uint32_t code) {
+  switch (code) {
+    case auth_ok: return "none";
+    case auth_kerberos_v5: return "Kerberos V5";
+    case auth_password: return "password";
+    case auth_md5: return "md5";
+    case auth_gss:
+    case auth_gss_continue: return "gss";
+    case auth_sspi: return "sspi";
+    case auth_sasl:
+    case auth_sasl_continue:
+    case auth_sasl_final: return "scram-sha-256";
+    default: return "unknown (code " + std::to_string(code) + ")";
+  }
+}
+
+result<upstream_login::step> upstream_login::on_request(std::span<const uint8_t> body) {
+  if (body.size() < 4) return status(errc::protocol, "authentication request shorter than its code");
+  const uint32_t code = read_be32(body);
+  const std::span<const uint8_t> data = body.subspan(4);
+  const std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
+  // A SCRAM exchange, once begun, runs to its end: nothing else may cut in.
+  const bool scram_running = scram_.has_value() && !scram_verified_;
+  if (scram_running && code != auth_sasl_continue && code != auth_sasl_final && code != auth_ok) {
+    return status(errc::protocol, "authentication request " + std::to_string(code) +
+                                      " in the middle of a SCRAM exchange");
+  }
+  step out;
+  switch (code) {
+    case auth_ok:
+      if (scram_running) {
+        // The server must have proven it knows the password (SASLFinal).
+        return status(errc::auth, "the server skipped SCRAM's final message");
+      }
+      if (!scram_verified_ && !password_sent_ && !allowed_.none) {
+        // libpq: "server did not complete authentication". An impostor that
+        // lets the gateway in unasked proves nothing about who it is.
+        return status(errc::auth,
+                      "the upstream accepted the login without authentication (method none), "
+                      "which upstream.auth_methods does not allow");
+      }
+      out.authenticated = true;
+      return out;
+    case auth_password:
+      if (!allowed_.password) return not_allowed(code);
+      out.password_message.assign(password_);
+      out.password_message += '\0';
+      password_sent_ = true;
+      return out;
+    case auth_md5: {
+      if (!allowed_.md5) return not_allowed(code);
+      if (data.size() != 4) return status(errc::protocol, "md5 request without a 4-byte salt");
+      out.password_message =
+          md5_password_response(user_, password_, std::span<const uint8_t, 4>(data.data(), 4));
+      if (out.password_message.empty()) {
+        return status(errc::unsupported, "md5 authentication is unavailable on the gateway");
+      }
+      out.password_message += '\0';
+      password_sent_ = true;
+      return out;
+    }
+    case auth_sasl:
+      if (!allowed_.scram_sha_256) return not_allowed(code);
+      if (scram_.has_value()) return status(errc::protocol, "a second SASL exchange");
+      return on_sasl(text);
+    case auth_sasl_continue: {
+      if (!scram_running) return status(errc::protocol, "SASLContinue without a SASL exchange");
+      result<std::string> final_message = scram_->client_final(text);
+      if (!final_message) return final_message.error();
+      out.password_message = std::move(*final_message);
+      return out;
+    }
+    case auth_sasl_final: {
+      if (!scram_running) return status(errc::protocol, "SASLFinal without a SASL exchange");
+      if (status verified = scram_->verify_server_final(text); !verified) return verified;
+      scram_verified_ = true;
+      return out;  // nothing to send; AuthenticationOk follows
+    }
+    case auth_kerberos_v5:
+    case auth_gss:
+    case auth_gss_continue:
+    case auth_sspi:
+      return status(errc::unsupported, "the upstream asked for " + method_name(code) +
+                                           " authentication, which the gateway does not support");
+    default:
+      return status(errc::protocol,
+                    "unknown authentication request " + std::to_string(code) + " from the upstream");
+  }
+}
+
+// The body is a list of NUL-terminated mechanism names ended by an empty one.
+result<upstream_login::step> upstream_login::on_sasl(std::string_view mechanisms) {
+  bool scram_offered = false;
+  bool terminated = false;
+  while (!mechanisms.empty()) {
+    const size_t nul = mechanisms.find('\0');
+    if (nul == std::string_view::npos) break;
+    if (nul == 0) {
+      terminated = true;
+      break;
+    }
+    if (mechanisms.substr(0, nul) == scram_mechanism) scram_offered = true;
+    mechanisms.remove_prefix(nul + 1);
+  }
+  if (!terminated) return status(errc::protocol, "malformed SASL mechanism list");
+  if (!scram_offered) {
+    return status(errc::unsupported,
+                  "the server offers no SASL mechanism the gateway supports (only SCRAM-SHA-256)");
+  }
+  scram_.emplace(password_, scram_client_nonce_);
+  const std::string& first = scram_->client_first();
+  step out;
+  out.password_message.append(scram_mechanism);
+  out.password_message += '\0';
+  append_be32(out.password_message, static_cast<uint32_t>(first.size()));
+  out.password_message.append(first);
+  return out;
+}
+
 std::string md5_password_response(std::string_view user, std::string_view password,
                                   std::span<const uint8_t, 4> salt) {
   static constexpr char hex_digits[] = "0123456789abcdef";

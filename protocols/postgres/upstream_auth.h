@@ -11,11 +11,13 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/config.h"
 #include "core/status.h"
 
 namespace agentgate::pg {
@@ -76,6 +78,54 @@ class scram_client {
   status init_error_;                    // RAND_bytes failure, reported late
   state state_ = state::initial;
   std::array<uint8_t, 32> server_signature_{};
+};
+
+// The gateway's half of the upstream login: answers each authentication
+// request ('R' message) the upstream sends before AuthenticationOk, under an
+// allow-list of methods (upstream.auth_methods, libpq's require_auth rule).
+// Whoever answers at the upstream address picks the method, so a request for
+// a method that is not allowed is refused before any secret is sent, and an
+// AuthenticationOk counts only after an allowed method ran to its end: a
+// SCRAM exchange whose server signature was verified, a password or md5
+// response that was sent, or nothing at all when "none" is allowed.
+//
+// SCRAM channel binding (SCRAM-SHA-256-PLUS) is not offered: the gateway
+// always sends gs2 header "n" and picks SCRAM-SHA-256 where both are offered.
+//
+// One per session, on its shard. user and password are views into the
+// target's config, which outlives every session.
+class upstream_login {
+ public:
+  upstream_login(std::string_view user, std::string_view password, upstream_auth_methods allowed,
+                 std::string scram_client_nonce = {});
+
+  // What to do with one authentication request.
+  struct step {
+    bool authenticated = false;    // AuthenticationOk accepted: the login is done
+    std::string password_message;  // otherwise: the body of the 'p' message to send
+  };
+
+  // body: the request without its type byte and length (Int32 code, data).
+  // Errors: errc::protocol for a malformed or out-of-order request;
+  // errc::auth for one refused (method not allowed or not supported, server
+  // proof wrong, AuthenticationOk too early); errc::unsupported for a method
+  // the gateway cannot speak (GSSAPI, SSPI; md5 under FIPS). The message
+  // names the method and, for refusals, the config key.
+  result<step> on_request(std::span<const uint8_t> body);
+
+  // libpq's require_auth name of a request code ("md5", "SSPI", ...).
+  static std::string method_name(uint32_t code);
+
+ private:
+  result<step> on_sasl(std::string_view mechanisms);
+
+  std::string_view user_;
+  std::string_view password_;
+  upstream_auth_methods allowed_;
+  std::string scram_client_nonce_;     // fixed nonce for tests; empty: random
+  std::optional<scram_client> scram_;  // set once SASL started
+  bool scram_verified_ = false;        // the server's final signature checked out
+  bool password_sent_ = false;         // a cleartext or md5 answer went out
 };
 
 // PostgreSQL md5 password response: "md5" + hex(md5(hex(md5(password + user)) + salt)).

@@ -315,7 +315,9 @@ class Agentgate:
 
     Options: shards, limits (dict for "limits"), io (dict for "io"), extra
     (dict merged into the top level of the config), target_extra (merged into
-    the target). Attributes: host, port, pid, proc, config_path, dsn(), and
+    the target), upstream_extra (merged into the target's upstream, e.g.
+    {"auth_methods": ["md5"]}). The target is client_auth "trust" on
+    loopback, written out as the gateway requires. Attributes: host, port, pid, proc, config_path, dsn(), and
     stderr_text() for the gateway's log.
 
     On exit sends SIGTERM and asserts the gateway exited 0 (expect_clean_exit).
@@ -323,8 +325,9 @@ class Agentgate:
 
     def __init__(self, server, shards=1, limits=None, io=None, extra=None, target_extra=None,
                  target_name="pg", client_user="agent", binary=None, start_timeout_s=10,
-                 expect_clean_exit=True, taskset_cpus=None):
+                 expect_clean_exit=True, taskset_cpus=None, upstream_extra=None):
         self.server = server
+        self.upstream_extra = upstream_extra or {}
         self.shards = shards
         self.limits = limits
         self.io = io
@@ -369,6 +372,7 @@ class Agentgate:
                 "database": self.server.database,
             },
         }
+        target["upstream"].update(self.upstream_extra)
         target.update(self.target_extra)
         cfg = {"shards": self.shards, "targets": [target]}
         if self.limits:

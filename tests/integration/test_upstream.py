@@ -1,11 +1,14 @@
 """The gateway's side of the upstream: every password method PostgreSQL may
-ask for (SCRAM-SHA-256, md5, cleartext), refused credentials, an upstream
-that is down, and an upstream that breaks the protocol mid-session.
+ask for (SCRAM-SHA-256, md5, cleartext, none), each allowed only when
+upstream.auth_methods lists it (SCRAM alone by default), refused
+credentials, an upstream that is down, and an upstream that breaks the
+protocol mid-session.
 
 Clients log in with trust and must never learn the gateway's credentials.
 """
 
 import os
+import re
 import socket
 import struct
 import sys
@@ -48,23 +51,65 @@ class UpstreamAuthTest(h.unittest.TestCase):
     def tearDownClass(cls):
         cls.pg.__exit__(None, None, None)
 
-    def check_login(self, method):
+    def check_login(self, method, auth_methods=None):
         set_hba(self.pg, method)
-        with h.Agentgate(self.pg) as gw:
+        upstream = {"auth_methods": auth_methods} if auth_methods else None
+        with h.Agentgate(self.pg, upstream_extra=upstream) as gw:
             res = h.run_psql(gw.dsn(), ["-qAt", "-c", "SELECT current_user, 6*7"])
             self.assertEqual(res.returncode, 0, res.stderr + gw.stderr_text())
             self.assertEqual(res.stdout.strip(), f"{self.pg.user}|42")
         log = h.run_psql(self.pg.admin_dsn(), ["-qAt", "-c", "SELECT 1"])
         self.assertEqual(log.returncode, 0)
 
+    def check_refused(self, method, hba_method=None, needle=None):
+        """With the default auth_methods, a server asking for `method` gets
+        no password: the client gets 08006, the log names target and method."""
+        set_hba(self.pg, hba_method or method)
+        log_before = len(self.pg.log_tail(1 << 30))
+        with h.Agentgate(self.pg) as gw:
+            fields = login_error(gw)
+            log = gw.stderr_text()
+        self.assertEqual((fields["S"], fields["C"]), ("FATAL", "08006"), fields)
+        self.assertIn("upstream login failed", fields["M"])
+        needle = needle or f"asked for {method} authentication"
+        self.assertIn(needle, fields["M"])
+        self.assertIn("upstream.auth_methods", fields["M"])
+        self.assertRegex(log, rf"target pg: upstream .*login refused: .*{re.escape(needle)}")
+        # Nothing reached the server that it could check: no failed password.
+        server_log = self.pg.log_tail(1 << 30)[log_before:]
+        self.assertNotIn("authentication failed", server_log)
+
     def test_scram_sha_256(self):
         self.check_login("scram-sha-256")
 
-    def test_md5(self):
-        self.check_login("md5")
+    def test_scram_sha_256_is_the_default(self):
+        self.check_login("scram-sha-256", ["scram-sha-256"])
 
-    def test_cleartext_password(self):
-        self.check_login("password")
+    def test_md5_refused_by_default(self):
+        self.check_refused("md5")
+
+    def test_cleartext_password_refused_by_default(self):
+        self.check_refused("password")
+
+    def test_no_authentication_refused_by_default(self):
+        # pg_hba "trust": AuthenticationOk without a request proves nothing.
+        self.check_refused("none", hba_method="trust", needle="without authentication (method none)")
+
+    def test_md5_when_allowed(self):
+        self.check_login("md5", ["md5"])
+
+    def test_cleartext_password_when_allowed(self):
+        self.check_login("password", ["scram-sha-256", "password"])
+
+    def test_no_authentication_when_allowed(self):
+        self.check_login("trust", ["none"])
+
+    def test_scram_refused_when_not_listed(self):
+        set_hba(self.pg, "scram-sha-256")
+        with h.Agentgate(self.pg, upstream_extra={"auth_methods": ["md5"]}) as gw:
+            fields = login_error(gw)
+        self.assertEqual(fields["C"], "08006")
+        self.assertIn("scram-sha-256 authentication", fields["M"])
 
     def test_refused_credentials_are_not_revealed(self):
         set_hba(self.pg, "scram-sha-256")
@@ -191,7 +236,8 @@ class BrokenUpstreamTest(h.unittest.TestCase):
         server.host, server.port, server.user = h.LOOPBACK, fake.port, "agentgate"
         server.password, server.database = "unused", "fake"
         try:
-            with h.Agentgate(server) as gw:
+            # The impostor lets the gateway in unasked: allowed here explicitly.
+            with h.Agentgate(server, upstream_extra={"auth_methods": ["none"]}) as gw:
                 s, r, _ = h.raw_login(gw.host, gw.port)
                 s.sendall(h.query_message("SELECT 1"))
                 msgs = r.read_until_eof()

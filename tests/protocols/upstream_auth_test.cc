@@ -313,5 +313,180 @@ TEST(md5_password_response, known_values) {
   EXPECT_EQ(md5_password_response("", "", odd_salt), "md5914349703b2bcc281c23f272aa8ec549");
 }
 
+// ---- upstream_login: which requests the gateway answers ----
+
+// An authentication request body: Int32 code, then data.
+std::string request(uint32_t code, std::string_view data = {}) {
+  std::string out;
+  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((code >> shift) & 0xff);
+  out.append(data);
+  return out;
+}
+
+result<upstream_login::step> feed(upstream_login& login, const std::string& body) {
+  return login.on_request(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(body.data()), body.size()));
+}
+
+constexpr uint32_t req_ok = 0, req_password = 3, req_md5 = 5, req_gss = 7, req_sspi = 9,
+                   req_sasl = 10, req_sasl_continue = 11, req_sasl_final = 12;
+const std::string md5_salt("\x01\x02\x03\x04", 4);
+const std::string sasl_scram("SCRAM-SHA-256\0\0", 15);
+
+upstream_auth_methods only(bool scram, bool md5, bool password, bool none) {
+  return {.scram_sha_256 = scram, .md5 = md5, .password = password, .none = none};
+}
+
+upstream_login scram_login(upstream_auth_methods allowed = {}) {
+  return upstream_login("postgres", "pencil", allowed, std::string(rfc_client_nonce));
+}
+
+void expect_refused_with(const result<upstream_login::step>& r, errc code,
+                         std::string_view needle) {
+  ASSERT_FALSE(r.is_ok()) << "accepted; expected: " << needle;
+  EXPECT_EQ(r.error().code(), code) << r.error().message();
+  EXPECT_NE(r.error().message().find(needle), std::string::npos) << r.error().message();
+}
+
+TEST(upstream_login, default_allows_only_scram) {
+  const upstream_auth_methods defaults;
+  EXPECT_TRUE(defaults.scram_sha_256);
+  EXPECT_FALSE(defaults.md5 || defaults.password || defaults.none);
+
+  // A server (or whatever answers at its address) asking for the password in
+  // clear or as md5 gets nothing: not the password, not a hash.
+  upstream_login cleartext("postgres", "secret", defaults);
+  expect_refused_with(feed(cleartext, request(req_password)), errc::auth,
+                      "the upstream asked for password authentication, which "
+                      "upstream.auth_methods does not allow");
+  upstream_login md5("postgres", "secret", defaults);
+  expect_refused_with(feed(md5, request(req_md5, md5_salt)), errc::auth,
+                      "asked for md5 authentication, which upstream.auth_methods does not allow");
+  // One that lets the gateway in without asking proves nothing either.
+  upstream_login none("postgres", "secret", defaults);
+  expect_refused_with(feed(none, request(req_ok)), errc::auth,
+                      "without authentication (method none), which upstream.auth_methods does "
+                      "not allow");
+}
+
+TEST(upstream_login, scram_exchange_completes) {
+  upstream_login login = scram_login();
+  auto first = feed(login, request(req_sasl, sasl_scram));
+  ASSERT_TRUE(first.is_ok()) << first.error().message();
+  EXPECT_FALSE(first->authenticated);
+  const std::string client_first = "n,,n=,r=" + std::string(rfc_client_nonce);
+  EXPECT_EQ(first->password_message, std::string("SCRAM-SHA-256\0", 14) +
+                                         request(static_cast<uint32_t>(client_first.size())) +
+                                         client_first);
+  auto final_message = feed(login, request(req_sasl_continue, rfc_server_first));
+  ASSERT_TRUE(final_message.is_ok()) << final_message.error().message();
+  EXPECT_EQ(final_message->password_message, pg_client_final);
+  auto verified = feed(login, request(req_sasl_final, pg_server_final));
+  ASSERT_TRUE(verified.is_ok()) << verified.error().message();
+  EXPECT_FALSE(verified->authenticated);
+  EXPECT_TRUE(verified->password_message.empty());
+  auto ok = feed(login, request(req_ok));
+  ASSERT_TRUE(ok.is_ok()) << ok.error().message();
+  EXPECT_TRUE(ok->authenticated);
+}
+
+TEST(upstream_login, scram_picked_among_mechanisms) {
+  upstream_login login = scram_login();
+  auto first = feed(login, request(req_sasl, std::string("SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0", 34)));
+  ASSERT_TRUE(first.is_ok()) << first.error().message();
+  EXPECT_TRUE(first->password_message.starts_with(std::string("SCRAM-SHA-256\0", 14)));
+}
+
+TEST(upstream_login, scram_must_finish_before_ok) {
+  upstream_login skipped = scram_login();
+  ASSERT_TRUE(feed(skipped, request(req_sasl, sasl_scram)).is_ok());
+  ASSERT_TRUE(feed(skipped, request(req_sasl_continue, rfc_server_first)).is_ok());
+  expect_refused_with(feed(skipped, request(req_ok)), errc::auth, "skipped SCRAM's final message");
+
+  upstream_login right_away = scram_login();
+  ASSERT_TRUE(feed(right_away, request(req_sasl, sasl_scram)).is_ok());
+  expect_refused_with(feed(right_away, request(req_ok)), errc::auth, "skipped SCRAM's final message");
+
+  upstream_login wrong = scram_login();
+  ASSERT_TRUE(feed(wrong, request(req_sasl, sasl_scram)).is_ok());
+  ASSERT_TRUE(feed(wrong, request(req_sasl_continue, rfc_server_first)).is_ok());
+  expect_refused_with(feed(wrong, request(req_sasl_final, rfc_server_final)), errc::auth,
+                      "does not match");
+}
+
+TEST(upstream_login, nothing_cuts_into_a_scram_exchange) {
+  // Even with md5 allowed, a switch to md5 halfway through SCRAM is refused.
+  upstream_login login = scram_login(only(true, true, true, false));
+  ASSERT_TRUE(feed(login, request(req_sasl, sasl_scram)).is_ok());
+  expect_refused_with(feed(login, request(req_md5, md5_salt)), errc::protocol,
+                      "in the middle of a SCRAM exchange");
+  upstream_login twice = scram_login();
+  ASSERT_TRUE(feed(twice, request(req_sasl, sasl_scram)).is_ok());
+  expect_refused_with(feed(twice, request(req_sasl, sasl_scram)), errc::protocol,
+                      "in the middle of a SCRAM exchange");
+}
+
+TEST(upstream_login, out_of_order_and_malformed_requests) {
+  upstream_login login = scram_login();
+  expect_refused_with(feed(login, request(req_sasl_continue, rfc_server_first)), errc::protocol,
+                      "without a SASL exchange");
+  expect_refused_with(feed(login, request(req_sasl_final, pg_server_final)), errc::protocol,
+                      "without a SASL exchange");
+  expect_refused_with(feed(login, std::string("\0\0\0", 3)), errc::protocol, "shorter than its code");
+  expect_refused_with(feed(login, request(99)), errc::protocol, "unknown authentication request 99");
+  // The list must end with an empty name.
+  upstream_login unterminated = scram_login();
+  expect_refused_with(feed(unterminated, request(req_sasl, std::string("SCRAM-SHA-256\0", 14))),
+                      errc::protocol, "malformed SASL mechanism list");
+  // Channel binding only (SCRAM-SHA-256-PLUS) is not something the gateway speaks.
+  upstream_login plus_only = scram_login();
+  expect_refused_with(feed(plus_only, request(req_sasl, std::string("SCRAM-SHA-256-PLUS\0\0", 20))),
+                      errc::unsupported, "no SASL mechanism the gateway supports");
+  upstream_login gss = scram_login();
+  expect_refused_with(feed(gss, request(req_gss)), errc::unsupported, "gss");
+  upstream_login sspi = scram_login();
+  expect_refused_with(feed(sspi, request(req_sspi)), errc::unsupported, "sspi");
+  // md5 allowed, but the request carries no 4-byte salt.
+  upstream_login md5 = scram_login(only(false, true, false, false));
+  expect_refused_with(feed(md5, request(req_md5, "ab")), errc::protocol, "salt");
+}
+
+TEST(upstream_login, md5_when_allowed) {
+  upstream_login login("postgres", "secret", only(false, true, false, false));
+  auto r = feed(login, request(req_md5, md5_salt));
+  ASSERT_TRUE(r.is_ok()) << r.error().message();
+  EXPECT_EQ(r->password_message, std::string("md5bb41a296aab6baccb36ff243a562abff\0", 36));
+  auto ok = feed(login, request(req_ok));
+  ASSERT_TRUE(ok.is_ok()) << ok.error().message();
+  EXPECT_TRUE(ok->authenticated);
+  // SCRAM is not in this list: a server offering it is refused.
+  upstream_login scram("postgres", "secret", only(false, true, false, false));
+  expect_refused_with(feed(scram, request(req_sasl, sasl_scram)), errc::auth,
+                      "asked for scram-sha-256 authentication, which upstream.auth_methods does not allow");
+}
+
+TEST(upstream_login, password_when_allowed) {
+  upstream_login login("postgres", "secret", only(true, false, true, false));
+  auto r = feed(login, request(req_password));
+  ASSERT_TRUE(r.is_ok()) << r.error().message();
+  EXPECT_EQ(r->password_message, std::string("secret\0", 7));
+  auto ok = feed(login, request(req_ok));
+  ASSERT_TRUE(ok.is_ok()) << ok.error().message();
+  EXPECT_TRUE(ok->authenticated);
+  // Password allowed does not make "none" allowed.
+  upstream_login none("postgres", "secret", only(true, false, true, false));
+  expect_refused_with(feed(none, request(req_ok)), errc::auth, "method none");
+}
+
+TEST(upstream_login, none_when_allowed) {
+  upstream_login login("postgres", "secret", only(false, false, false, true));
+  auto ok = feed(login, request(req_ok));
+  ASSERT_TRUE(ok.is_ok()) << ok.error().message();
+  EXPECT_TRUE(ok->authenticated);
+  // "none" alone refuses a server that does ask for a password.
+  upstream_login asked("postgres", "secret", only(false, false, false, true));
+  expect_refused_with(feed(asked, request(req_password)), errc::auth, "password authentication");
+}
+
 }  // namespace
 }  // namespace agentgate::pg
