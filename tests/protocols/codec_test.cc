@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace agentgate::pg {
@@ -304,18 +306,124 @@ TEST(ValidateFrontendBody, EveryTruncationAndEveryTrailingByteIsRefused) {
   }
 }
 
-// Flipped bytes may make a body good or bad, but never crash or read past it.
+// An independent reading of each body grammar (PostgreSQL's protocol docs),
+// written index by index rather than with the codec's reader: true when the
+// body is well formed.
+class reference_body {
+ public:
+  explicit reference_body(std::string_view b) : b_(b) {}
+  bool cstr() {
+    const size_t nul = b_.find('\0', at_);
+    if (nul == std::string_view::npos) return false;
+    at_ = nul + 1;
+    return true;
+  }
+  bool take(size_t n) {
+    if (b_.size() - at_ < n) return false;
+    at_ += n;
+    return true;
+  }
+  bool u16(uint32_t& v) {
+    if (!take(2)) return false;
+    v = (uint32_t{static_cast<uint8_t>(b_[at_ - 2])} << 8) | static_cast<uint8_t>(b_[at_ - 1]);
+    return true;
+  }
+  bool u32(uint32_t& v) {
+    if (!take(4)) return false;
+    v = 0;
+    for (size_t i = at_ - 4; i < at_; ++i) v = (v << 8) | static_cast<uint8_t>(b_[i]);
+    return true;
+  }
+  bool byte(char& c) {
+    if (!take(1)) return false;
+    c = b_[at_ - 1];
+    return true;
+  }
+  bool end() const { return at_ == b_.size(); }
+
+ private:
+  std::string_view b_;
+  size_t at_ = 0;
+};
+
+bool reference_valid(char type, std::string_view body) {
+  reference_body in(body);
+  uint32_t n = 0, len = 0;
+  char c = 0;
+  switch (type) {
+    case 'Q':
+      return in.cstr() && in.end();
+    case 'P':
+      return in.cstr() && in.cstr() && in.u16(n) && in.take(size_t{n} * 4) && in.end();
+    case 'B': {
+      if (!in.cstr() || !in.cstr() || !in.u16(n) || !in.take(size_t{n} * 2) || !in.u16(n)) return false;
+      for (uint32_t i = 0; i < n; ++i) {
+        if (!in.u32(len)) return false;
+        if (len != 0xffffffffu && !in.take(len)) return false;  // -1 is NULL, no bytes
+      }
+      return in.u16(n) && in.take(size_t{n} * 2) && in.end();
+    }
+    case 'D':
+    case 'C':
+      return in.byte(c) && (c == 'S' || c == 'P') && in.cstr() && in.end();
+    case 'E':
+      return in.cstr() && in.u32(len) && in.end();
+    case 'f':
+      return in.cstr() && in.end();
+    default:
+      ADD_FAILURE() << "no reference grammar for '" << type << "'";
+      return false;
+  }
+}
+
+const char* malformed_message(char type) {
+  switch (type) {
+    case 'Q': return "malformed Query message";
+    case 'P': return "malformed Parse message";
+    case 'B': return "malformed Bind message";
+    case 'D': return "malformed Describe message";
+    case 'C': return "malformed Close message";
+    case 'E': return "malformed Execute message";
+    case 'f': return "malformed CopyFail message";
+    default: return "";
+  }
+}
+
+// How one byte is changed: XOR with a mask (low bit, high bit, all bits), or
+// set outright (to NUL, which ends a string early, and to 0xff).
+constexpr std::pair<uint8_t, bool> byte_changes[] = {
+    {0x01, false}, {0x80, false}, {0xff, false}, {0x00, true}, {0xff, true}};
+
+// Every body with one byte changed (five ways, at every offset) is judged
+// exactly as the reference grammar judges it: a well-formed result is
+// accepted, anything else is refused with its type's own message. Each copy
+// is an exact-size heap buffer, so a read past the body shows under ASan.
 TEST(ValidateFrontendBody, FlippedBytesAreHandled) {
+  size_t accepted = 0, refused = 0;
   for (const body_case& c : good_bodies()) {
     for (size_t i = 0; i < c.body.size(); ++i) {
-      for (uint8_t mask : {0x01, 0x80, 0xff}) {
+      for (const auto& [mask, set] : byte_changes) {
         std::string b = c.body;
-        b[i] = static_cast<char>(b[i] ^ mask);
-        const std::string copy(b);  // exact-size heap buffer: overreads show under ASan
-        (void)validate(c.type, copy);
+        b[i] = static_cast<char>(set ? mask : b[i] ^ mask);
+        if (b == c.body) continue;  // set to the value it had
+        const std::string copy(b);
+        const char* error = validate(c.type, copy);
+        const bool expected_ok = reference_valid(c.type, copy);
+        SCOPED_TRACE(testing::Message() << "'" << c.type << "' byte " << i << (set ? " = " : " ^ ")
+                                        << int{mask});
+        if (expected_ok) {
+          EXPECT_EQ(error, nullptr);
+          ++accepted;
+        } else {
+          EXPECT_STREQ(error, malformed_message(c.type));
+          ++refused;
+        }
       }
     }
   }
+  // Both outcomes occur, so neither branch above is vacuous.
+  EXPECT_GT(accepted, 100u);
+  EXPECT_GT(refused, 100u);
 }
 
 TEST(ValidateFrontendBody, Query) {
@@ -543,17 +651,62 @@ TEST(ParseStartup, LengthWordMustMatchThePacket) {
   EXPECT_EQ(error_of(parse(u32(4))), "invalid length of startup packet");
 }
 
+// A packet with one byte changed (byte_changes) is either refused with one of the parser's
+// own reasons, or parsed into exactly what the bytes say: re-encoding what
+// was parsed gives the input back, byte for byte. So a flip can never make
+// the parser see a parameter the server would not (or miss one it would).
 TEST(ParseStartup, FlippedBytesAreHandled) {
   const std::string p = startup_packet_bytes(protocol_v3, cstr("user") + cstr("bob") + cstr("database") +
                                                               cstr("db") + '\0');
+  const std::vector<std::string> reasons = {
+      "invalid length of startup packet",
+      "invalid startup packet layout: expected terminator as last byte",
+      "invalid startup packet layout: missing value",
+      "invalid startup packet layout: data after terminator",
+      "too many startup parameters",
+      "invalid length of cancel request packet",
+      "invalid length of encryption request packet",
+  };
+  size_t parsed = 0, refused = 0;
   for (size_t i = 0; i < p.size(); ++i) {
-    for (uint8_t mask : {0x01, 0x80, 0xff}) {
+    for (const auto& [mask, set] : byte_changes) {
       std::string q = p;
-      q[i] = static_cast<char>(q[i] ^ mask);
-      const std::string copy(q);
-      (void)parse(copy);
+      q[i] = static_cast<char>(set ? mask : q[i] ^ mask);
+      if (q == p) continue;  // set to the value it had
+      const std::string copy(q);  // exact-size heap buffer: overreads show under ASan
+      SCOPED_TRACE(testing::Message() << "byte " << i << (set ? " = " : " ^ ") << int{mask});
+      result<startup_packet> r = parse(copy);
+      if (!r) {
+        ++refused;
+        EXPECT_EQ(r.error().code(), errc::protocol);
+        EXPECT_NE(std::find(reasons.begin(), reasons.end(), r.error().message()), reasons.end())
+            << r.error().message();
+        continue;
+      }
+      ++parsed;
+      // The length word must equal the packet's size: a change there is refused.
+      EXPECT_GE(i, 4u) << "a changed length word was accepted";
+      ASSERT_EQ(r->kind, startup_kind::startup);  // one flip cannot reach another request code
+      EXPECT_EQ(r->protocol, (uint32_t{static_cast<uint8_t>(copy[4])} << 24) |
+                                 (uint32_t{static_cast<uint8_t>(copy[5])} << 16) |
+                                 (uint32_t{static_cast<uint8_t>(copy[6])} << 8) |
+                                 static_cast<uint8_t>(copy[7]));
+      if ((r->protocol >> 16) != 3) {
+        // Another major version: returned unread for the caller to refuse.
+        EXPECT_TRUE(r->parameters.empty());
+        continue;
+      }
+      std::string body;
+      for (const auto& [name, value] : r->parameters) {
+        EXPECT_FALSE(name.empty());
+        body += cstr(name) + cstr(value);
+      }
+      body += '\0';
+      EXPECT_EQ(startup_packet_bytes(r->protocol, body), copy);
     }
   }
+  EXPECT_GT(parsed, 10u);
+  EXPECT_GT(refused, 10u);
 }
 
 TEST(DecodeStartupLength, Bounds) {
