@@ -483,7 +483,8 @@ status parse_issuer(element value, const std::string& path, const std::string& b
     }
     if (status e = get_string(v, p, text); !e) {
       bool known = key == "issuer" || key == "audience" || key == "jwks_file" ||
-                   key == "jwks_uri" || key == "jwks_ca_file" || key == "groups_claim";
+                   key == "jwks_uri" || key == "jwks_ca_file" || key == "groups_claim" ||
+                   key == "approver_audience";
       return known ? e : fail(p, "unknown key");
     }
     if (key == "issuer") {
@@ -506,6 +507,12 @@ status parse_issuer(element value, const std::string& path, const std::string& b
       }
       out.audience = text;
       have_audience = true;
+    } else if (key == "approver_audience") {
+      if (!is_bounded_text(text, issuer_chars_max)) {
+        return fail(p, "expected 1 to " + std::to_string(issuer_chars_max) +
+                           " characters without control characters");
+      }
+      out.approver_audience = text;
     } else if (key == "jwks_file") {
       if (text.empty()) return fail(p, "expected a file path");
       out.jwks_file = resolve_path(std::string(text), base_dir);
@@ -540,6 +547,10 @@ status parse_issuer(element value, const std::string& path, const std::string& b
   }
   if (have_refresh && out.jwks_uri.empty()) {
     return fail(key_path(path, "jwks_refresh_s"), "only used with jwks_uri");
+  }
+  // One aud for both uses would let every token do both.
+  if (!out.approver_audience.empty() && out.approver_audience == out.audience) {
+    return fail(key_path(path, "approver_audience"), "must differ from audience");
   }
   return status::ok();
 }
@@ -1036,6 +1047,15 @@ std::vector<std::string> config_warnings(const gateway_config& config) {
       out.push_back(path + ".upstream.auth_methods: \"none\"" + who +
                     ": an upstream that does not ask for a password is accepted without proving "
                     "who it is");
+    }
+  }
+  // Approvals are made through the config API with the approver's JWT.
+  if (!config.admin.listen.empty()) {
+    for (size_t i = 0; i < config.identity.issuers.size(); ++i) {
+      if (!config.identity.issuers[i].approver_audience.empty()) continue;
+      out.push_back(index_path("identity.issuers", i) +
+                    ".approver_audience: not set: this issuer's login tokens also approve held "
+                    "commands, and a token sent to the config API also logs in through the targets");
     }
   }
   return out;

@@ -341,7 +341,8 @@ int run_server(const std::string& config_path) {
     approver_verifier verify_approver = [&refresher](std::string_view token)
         -> result<identity::verified_identity> {
       if (refresher == nullptr) return status(errc::auth, "no identity issuers are configured");
-      return refresher->current()->verify(token, static_cast<int64_t>(time(nullptr)));
+      return refresher->current()->verify(token, static_cast<int64_t>(time(nullptr)),
+                                          identity::token_use::approval);
     };
     if (const status st = register_approval_routes(*admin, approvals, verify_approver); !st)
       return config_error(st.message());

@@ -75,6 +75,11 @@ struct issuer_config {
   uint32_t jwks_refresh_s = 300;  // how often jwks_uri is fetched
   std::string jwks_ca_file;       // CA bundle for jwks_uri; empty: the system's store
   std::string groups_claim = "groups";
+  // Optional: the aud a token must carry to approve held commands through
+  // the config API. Set, it splits the two uses: a token carrying it cannot
+  // log in through a target, and one without it cannot approve. Empty:
+  // approvals take login tokens (audience).
+  std::string approver_audience;
 };
 
 enum class token_expiry_action { terminate, ignore };

@@ -178,19 +178,42 @@ bool numeric_date(element value, int64_t& out) {
   }
 }
 
-status check_audience(element aud, std::string_view audience) {
+// Whether aud (a string or an array of strings) holds audience.
+status audience_listed(element aud, std::string_view audience, bool& found) {
   std::string_view one;
+  found = false;
   if (aud.get_string().get(one) == simdjson::SUCCESS) {
-    return one == audience ? status::ok() : refuse(reason::wrong_aud);
+    found = one == audience;
+    return status::ok();
   }
   array list;
   if (aud.get_array().get(list) != simdjson::SUCCESS) return refuse(reason::bad_aud);
-  bool found = false;
   for (element item : list) {
     if (item.get_string().get(one) != simdjson::SUCCESS) return refuse(reason::bad_aud);
     found = found || one == audience;
   }
-  return found ? status::ok() : refuse(reason::wrong_aud);
+  return status::ok();
+}
+
+// A login needs the issuer's audience; an approval needs approver_audience
+// when the issuer has one (else the login audience). With approver_audience
+// set, a token carrying it never logs in, so a token sent to the config API
+// (plain HTTP without admin.tls) is no key to the databases, and a login
+// token, which every agent holds, never approves.
+status check_audience(element aud, const issuer_config& issuer, token_use use) {
+  bool for_login = false, for_approval = false;
+  if (status s = audience_listed(aud, issuer.audience, for_login); !s) return s;
+  const bool split = !issuer.approver_audience.empty();
+  if (split) {
+    if (status s = audience_listed(aud, issuer.approver_audience, for_approval); !s) return s;
+  }
+  if (use == token_use::login) {
+    if (!for_login) return refuse(reason::wrong_aud);
+    if (for_approval) return refuse(reason::approval_token_login);
+    return status::ok();
+  }
+  if (!split) return for_login ? status::ok() : refuse(reason::wrong_aud);
+  return for_approval ? status::ok() : refuse(reason::wrong_approver_aud);
 }
 
 status read_groups(object payload, std::string_view claim, std::vector<std::string>& out) {
@@ -281,7 +304,8 @@ std::shared_ptr<const verifier> verifier::create(const identity_config& config,
   return std::shared_ptr<const verifier>(new verifier(config, std::move(keys), generation));
 }
 
-result<verified_identity> verifier::verify(std::string_view token, int64_t now_s) const {
+result<verified_identity> verifier::verify(std::string_view token, int64_t now_s,
+                                           token_use use) const {
   // Before anything else looks at it: the size bounds every buffer below.
   if (token.size() > config_.token_bytes_max) return refuse(reason::too_long);
 
@@ -353,7 +377,7 @@ result<verified_identity> verifier::verify(std::string_view token, int64_t now_s
   }
 
   if (!claims.has_aud) return refuse(reason::no_aud);
-  if (status s = check_audience(claims.aud, issuer.audience); !s) return s;
+  if (status s = check_audience(claims.aud, issuer, use); !s) return s;
 
   int64_t exp_s = 0, nbf_s = 0, iat_s = 0;
   if (!claims.has_exp) return refuse(reason::no_exp);

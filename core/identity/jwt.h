@@ -68,6 +68,8 @@ inline constexpr std::string_view bad_signature = "signature does not verify";
 inline constexpr std::string_view no_aud = "token has no aud";
 inline constexpr std::string_view bad_aud = "token aud is not a string or an array of strings";
 inline constexpr std::string_view wrong_aud = "token audience does not include this gateway";
+inline constexpr std::string_view wrong_approver_aud = "token audience is not this gateway's approvals";
+inline constexpr std::string_view approval_token_login = "token is for approvals, not for logging in";
 inline constexpr std::string_view no_exp = "token has no exp";
 inline constexpr std::string_view bad_exp = "token exp is not a number";
 inline constexpr std::string_view bad_nbf = "token nbf is not a number";
@@ -81,6 +83,10 @@ inline constexpr std::string_view bad_groups = "token groups claim is not a stri
 inline constexpr std::string_view too_many_groups = "token has too many groups";
 }  // namespace reason
 
+// What a token is presented for. With an issuer's approver_audience set,
+// login tokens and approval tokens are told apart by aud (docs/identity.md).
+enum class token_use : uint8_t { login, approval };
+
 class verifier {
  public:
   // keys[i] belongs to config.issuers[i]; an empty set (an issuer whose
@@ -92,7 +98,9 @@ class verifier {
   // Checks, in this order: size, shape, header (alg, crit, kid), issuer, key
   // choice, signature, then the claims (aud, exp, nbf, iat, sub, email,
   // groups). now_s is seconds since the epoch. Safe to call from any thread.
-  result<verified_identity> verify(std::string_view token, int64_t now_s) const;
+  // use decides which audience aud must carry (token_use).
+  result<verified_identity> verify(std::string_view token, int64_t now_s,
+                                   token_use use = token_use::login) const;
 
   // Unique per snapshot in this process; caches compare it.
   uint64_t generation() const { return generation_; }

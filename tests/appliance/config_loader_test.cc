@@ -718,6 +718,34 @@ TEST_F(ConfigLoaderTlsTest, IdentityErrors) {
             "identity.issuer: unknown key");
 }
 
+TEST_F(ConfigLoaderTlsTest, ApproverAudience) {
+  auto r = parse(one_target(R"(, "identity": {"issuers": [{"issuer": "https://idp.test",
+      "audience": "agentgate", "approver_audience": "agentgate-approvals", "jwks_file": "jwks.json"}]})"));
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->identity.issuers[0].approver_audience, "agentgate-approvals");
+  EXPECT_EQ(issuer_config{}.approver_audience, "");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"issuers": [{"issuer": "https://idp.test",
+      "audience": "agentgate", "approver_audience": "agentgate", "jwks_file": "jwks.json"}]})")),
+            "identity.issuers[0].approver_audience: must differ from audience");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"issuers": [{"issuer": "https://idp.test",
+      "audience": "agentgate", "approver_audience": "", "jwks_file": "jwks.json"}]})")),
+            "identity.issuers[0].approver_audience: expected 1 to 1024 characters without control characters");
+  EXPECT_EQ(error_of(one_target(R"(, "identity": {"issuers": [{"issuer": "https://idp.test",
+      "audience": "agentgate", "approver_audience": 1, "jwks_file": "jwks.json"}]})")),
+            "identity.issuers[0].approver_audience: expected a string");
+
+  // With the config API on, an issuer without it is warned about.
+  write_file("admin-token", "0123456789abcdef0123\n");
+  const std::string admin = R"(, "admin": {"listen": "127.0.0.1:8081", "token_file": "admin-token"})";
+  auto unsplit = parse(one_target(std::string(identity_ok) + admin));
+  ASSERT_TRUE(unsplit) << unsplit.error().message();
+  bool warned = false;
+  for (const std::string& w : config_warnings(*unsplit))
+    warned = warned || w.rfind("identity.issuers[0].approver_audience: not set", 0) == 0;
+  EXPECT_TRUE(warned);
+  for (const std::string& w : config_warnings(*r)) EXPECT_EQ(w.find("approver_audience"), std::string::npos) << w;
+}
+
 TEST_F(ConfigLoaderTlsTest, JwtClientAuthNeedsIssuersAndTls) {
   EXPECT_EQ(error_of(jwt_config("", tls_ok)),
             R"(targets[0].client_auth: "jwt" needs identity.issuers)");

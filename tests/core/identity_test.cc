@@ -625,6 +625,45 @@ TEST_F(IdentityTest, AudienceStringOrArray) {
   EXPECT_EQ(outcome(*v, with_aud(R"(,"aud":["agentgate",7])")), reason::bad_aud);
 }
 
+// With approver_audience set, a token is for logging in or for approving,
+// never both: a token sent to the config API cannot open a session, and an
+// agent's login token cannot approve.
+TEST_F(IdentityTest, ApproverAudienceSplitsLoginAndApproval) {
+  identity_config c = config();
+  c.issuers[0].approver_audience = "agentgate-approvals";
+  auto v = make_verifier(c);
+  auto with_aud = [&](const std::string& aud_json) {
+    return rs256(R"({"iss":")" + std::string(iss_a) + R"(","sub":"a","exp":)" +
+                 std::to_string(now + 60) + aud_json + "}");
+  };
+  auto as = [&](const std::string& token, token_use use) {
+    auto r = v->verify(token, now, use);
+    return r ? std::string("ok") : r.error().message();
+  };
+  const std::string login = with_aud(R"(,"aud":"agentgate")");
+  const std::string approval = with_aud(R"(,"aud":"agentgate-approvals")");
+  const std::string both = with_aud(R"(,"aud":["agentgate","agentgate-approvals"])");
+  EXPECT_EQ(as(login, token_use::login), "ok");
+  EXPECT_EQ(as(login, token_use::approval), reason::wrong_approver_aud);
+  EXPECT_EQ(as(approval, token_use::approval), "ok");
+  EXPECT_EQ(as(approval, token_use::login), reason::wrong_aud);
+  // Carrying both audiences makes it an approval token: it cannot log in.
+  EXPECT_EQ(as(both, token_use::approval), "ok");
+  EXPECT_EQ(as(both, token_use::login), reason::approval_token_login);
+  EXPECT_EQ(as(with_aud(R"(,"aud":"someone-else")"), token_use::approval), reason::wrong_approver_aud);
+  EXPECT_EQ(as(with_aud(R"(,"aud":["agentgate-approvals",7])"), token_use::approval), reason::bad_aud);
+  // The default use is login.
+  EXPECT_EQ(outcome(*v, both), reason::approval_token_login);
+
+  // Issuer B has no approver_audience: its login tokens approve, as before.
+  const std::string b_token = craft(keys->other_rsa.get(), "RS256", header("RS256", "b1"),
+                                    R"({"iss":")" + std::string(iss_b) + R"(","aud":"other-gateway","sub":"b","exp":)" +
+                                        std::to_string(now + 60) + "}");
+  auto vb = v->verify(b_token, now, token_use::approval);
+  EXPECT_TRUE(vb) << vb.error().message();
+  EXPECT_TRUE(v->verify(b_token, now, token_use::login));
+}
+
 TEST_F(IdentityTest, RefusesExpiredToken) {
   auto v = make_verifier(config(0));
   EXPECT_EQ(outcome(*v, rs256(payload("", now - 1))), reason::expired);

@@ -327,10 +327,13 @@ class IdentityWorld:
         now = int(time.time())
         return self.crafted(kind, claims=standard_claims(now_s=now - 7200, ttl_s=3600))
 
-    def identity_config(self, **extra):
-        cfg = {"issuers": [{"issuer": ISSUER, "audience": AUDIENCE,
-                            "jwks_file": self.jwks_path, "groups_claim": GROUPS_CLAIM}],
-               "leeway_s": LEEWAY_S}
+    def identity_config(self, issuer_extra=None, **extra):
+        """The identity section: one issuer (plus issuer_extra, e.g.
+        {"approver_audience": ...}), and extra at the top of the section."""
+        issuer = {"issuer": ISSUER, "audience": AUDIENCE,
+                  "jwks_file": self.jwks_path, "groups_claim": GROUPS_CLAIM}
+        issuer.update(issuer_extra or {})
+        cfg = {"issuers": [issuer], "leeway_s": LEEWAY_S}
         cfg.update(extra)
         return cfg
 

@@ -1,0 +1,144 @@
+"""identity.issuers[].approver_audience: approval tokens and login tokens are
+different tokens. A token for the approvals audience cannot log in through a
+target (a token sniffed off a plain-HTTP config API is no key to the
+database), and a login token, which every agent holds, cannot approve a held
+command, even when its groups include the rule's approvers."""
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import identity_harness as ih  # noqa: E402
+import pg_harness as h  # noqa: E402
+
+APPROVER_AUDIENCE = "agentgate-approvals"
+
+POLICY = {
+    "version": 1,
+    "default_action": "allow",
+    "rules": [
+        {"id": "bulk-writes", "match": {"sql": {"statements": ["UPDATE"], "without_where": True}},
+         "action": "require_approval", "approvers": ["dba"], "timeout_s": 60},
+    ],
+}
+
+
+class ApproverAudienceTest(h.unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="agentgate-apaud-")
+        cls.world = ih.IdentityWorld().__enter__()
+        cls.pg = h.PostgresServer().__enter__()
+        cls.pg.admin_sql("CREATE TABLE t (id int primary key, n int not null default 0); "
+                         "INSERT INTO t (id) SELECT generate_series(1, 3); "
+                         f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
+        policy_file = os.path.join(cls.dir, "policy.json")
+        with open(policy_file, "w") as f:
+            json.dump(POLICY, f)
+        cls.admin_token = secrets.token_hex(16)
+        token_file = os.path.join(cls.dir, "admin-token")
+        with open(token_file, "w") as f:
+            f.write(cls.admin_token + "\n")
+        cls.admin_port = h.free_port()
+        cls.gw = ih.IdentityGateway(
+            cls.pg, cls.world, identity_extra={"issuer_extra": {"approver_audience": APPROVER_AUDIENCE}},
+            extra={"policy_file": policy_file,
+                   "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}}).__enter__()
+        cls.alice = cls.world.token(sub="alice", groups=("dev",))
+        cls.bob_login = cls.world.token(sub="bob", groups=("dba",))
+        cls.bob_approval = cls.world.token(sub="bob", groups=("dba",), aud=APPROVER_AUDIENCE)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.__exit__(None, None, None)
+        cls.pg.__exit__(None, None, None)
+        cls.world.__exit__(None, None, None)
+        h.shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def api(self, method, path, token=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)
+        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def pending(self, timeout_s=10):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, body = self.api("GET", "/v1/approvals")
+            self.assertEqual(status, 200, body)
+            if body["approvals"]:
+                return body["approvals"]
+            time.sleep(0.05)
+        self.fail("no pending approval")
+
+    def login(self, token):
+        return ih.wire_login(self.gw.host, self.gw.port, token, database=self.pg.database,
+                             ca_file=self.world.pki["ca_cert"])
+
+    def test_approval_token_cannot_log_in(self):
+        res = self.login(self.bob_approval)
+        self.assertFalse(res.ok, res)
+        self.assertIsNotNone(res.error, res)
+        self.assertEqual((res.error.get("S"), res.error.get("C")), ("FATAL", "28P01"), res.error)
+        self.assertEqual(res.error.get("M"), "token refused: token audience does not include this gateway")
+        # Nor can one that names both audiences: it is an approval token.
+        both = self.world.crafted(sub="bob", groups=("dba",), aud=[ih.AUDIENCE, APPROVER_AUDIENCE])
+        res = self.login(both)
+        self.assertFalse(res.ok, res)
+        self.assertEqual(res.error.get("M"), "token refused: token is for approvals, not for logging in")
+        # The same person's login token does log in.
+        ok = self.login(self.bob_login)
+        self.assertTrue(ok.ok, ok)
+        ok.close()
+
+    def test_login_token_cannot_approve(self):
+        out = {}
+
+        def work():
+            try:
+                conn = self.gw.connect_token(self.alice)
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("UPDATE t SET n = n + 1")
+                    out["rowcount"] = cur.rowcount
+                conn.close()
+            except Exception as e:  # noqa: BLE001 - the test inspects it
+                out["error"] = e
+
+        t = threading.Thread(target=work)
+        t.start()
+        try:
+            [req] = self.pending()
+            # bob is in the approver group, but this is his login token.
+            status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob_login)
+            self.assertEqual(status, 401, body)
+            self.assertIn("token audience is not this gateway's approvals", body.get("error", ""))
+            [still] = self.pending()
+            self.assertEqual((still["id"], still["state"]), (req["id"], "pending"))
+            # His approval token approves.
+            status, body = self.api("POST", f"/v1/approvals/{req['id']}/approve", self.bob_approval)
+            self.assertEqual(status, 200, body)
+            t.join(20)
+            self.assertFalse(t.is_alive())
+            self.assertNotIn("error", out, out)
+            self.assertEqual(out.get("rowcount"), 3)
+        finally:
+            if t.is_alive():
+                status, body = self.api("GET", "/v1/approvals")
+                for r in body.get("approvals", []):
+                    self.api("POST", f"/v1/approvals/{r['id']}/deny", self.bob_approval)
+                t.join(20)
+
+
+if __name__ == "__main__":
+    h.main()
