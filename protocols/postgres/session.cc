@@ -1269,12 +1269,12 @@ void session::record_session_start() {
   shard_.recorder->session_start(e);
 }
 
-void session::record_command(const frame_header& header, bytes frame, const policy_decision* decision) {
+bool session::record_command(const frame_header& header, bytes frame, const policy_decision* decision) {
   ++command_seq_;
   command_started_us_ = now_us();
   // COPY TO STDOUT names its columns only in its text.
   if (header.type != 'F' && tracking_) filter_.note_command_text(command_seq_, command_text(header, frame));
-  if (shard_.recorder == nullptr) return;
+  if (shard_.recorder == nullptr) return true;
   const std::string_view text = header.type == 'F' ? std::string_view("(function call)") : command_text(header, frame);
   prompt_context from_comment;
   const bool commented = header.type != 'F' && prompt_from_comment(text, from_comment);
@@ -1293,14 +1293,17 @@ void session::record_command(const frame_header& header, bytes frame, const poli
   c.text = text;
   c.classification = kinds;
   c.prompt = {prompt.prompt_id, prompt.prompt_text, prompt.traceparent};
-  shard_.recorder->command(c);
+  bool recorded = shard_.recorder->command(c);
   if (decision != nullptr)
-    record_decision(command_seq_, to_string(decision->action), decision->rule_id, {}, decision->message);
+    recorded &= record_decision(command_seq_, to_string(decision->action), decision->rule_id, {}, decision->message);
+  // A command whose record is not where the recorder promised (appended;
+  // with fsync "always", synced) runs only when recording fails open.
+  return recorded || shard_.recorder->fail_open();
 }
 
-void session::record_decision(uint64_t seq, std::string_view action, std::string_view rule,
+bool session::record_decision(uint64_t seq, std::string_view action, std::string_view rule,
                               std::string_view approver, std::string_view reason) {
-  if (shard_.recorder == nullptr) return;
+  if (shard_.recorder == nullptr) return true;
   rec_decision d;
   d.id = id_;
   d.unix_us = now_us();
@@ -1309,7 +1312,7 @@ void session::record_decision(uint64_t seq, std::string_view action, std::string
   d.rule_id = rule;
   d.approver = approver;
   d.reason = reason;
-  shard_.recorder->decision(d);
+  return shard_.recorder->decision(d);
 }
 
 void session::record_result(uint64_t seq, const frame_header& header, bytes frame) {

@@ -126,6 +126,47 @@ TEST(RecordingWriter, FsyncAlwaysSyncsBeforeReturning) {
   EXPECT_EQ(20u, recorded_seqs(fs).size());
 }
 
+// Issue 10 item 14: with fsync_always a record counts only once synced. A
+// sync that fails, also the one a segment roll does, makes the call false so
+// the session refuses that very command.
+TEST(RecordingWriter, FsyncAlwaysReportsAFailedSyncOnTheCommandItself) {
+  memory_fs fs;
+  shard_recorder_options o = memory_options();
+  o.fsync_always = true;
+  auto r = open_recorder(fs, o);
+  const session_id id = session_id::generate();
+  ASSERT_TRUE(r->command(command(id, 1, "SELECT 1")));
+  fs.sync_errno = EIO;
+  EXPECT_FALSE(r->command(command(id, 2, "DELETE FROM t")));
+  EXPECT_FALSE(r->available());
+  EXPECT_LT(r->probe().synced, r->probe().appended);
+}
+
+TEST(RecordingWriter, FsyncAlwaysReportsAFailedSyncAtASegmentRoll) {
+  memory_fs fs;
+  shard_recorder_options o = memory_options();
+  o.fsync_always = true;
+  o.segment_bytes = 32 * 1024;  // the smallest: this command rolls the segment
+  auto r = open_recorder(fs, o);
+  const session_id id = session_id::generate();
+  fs.sync_errno = EIO;
+  EXPECT_FALSE(r->command(command(id, 1, "DELETE FROM t -- " + std::string(40000, 'x'))));
+  EXPECT_FALSE(r->available());
+  EXPECT_GE(r->probe().sync_errors, 1u);
+}
+
+TEST(RecordingWriter, FsyncAlwaysReportsAFailedWriteOnTheCommandItself) {
+  memory_fs fs;
+  shard_recorder_options o = memory_options();
+  o.fsync_always = true;
+  auto r = open_recorder(fs, o);
+  const session_id id = session_id::generate();
+  ASSERT_TRUE(r->command(command(id, 1, "SELECT 1")));
+  fs.space_left = 10;
+  EXPECT_FALSE(r->command(command(id, 2, "DELETE FROM t")));
+  EXPECT_FALSE(r->available());
+}
+
 TEST(RecordingWriter, NoSpaceMakesItUnavailableUntilRecovered) {
   memory_fs fs;
   auto r = open_recorder(fs, memory_options());
