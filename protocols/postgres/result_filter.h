@@ -45,13 +45,15 @@ struct row_column {
 // when older than fresh_s. A read that fails or looks wrong (no rows, or
 // without pg_catalog's own tables) never replaces the one in use.
 //
-// Size: entries_max attributes, about 40 bytes each (the column name inline
-// up to 15 bytes) plus about 100 bytes per relation: at most ~10 MiB per
-// target per shard; a fresh PostgreSQL 15 database holds about 2,800
-// (pg_catalog and information_schema), a schema of 1,000 tables of 20
-// columns 20,000 more. A bigger catalog is read up to entries_max and marked
-// truncated: then a column of a table it lacks cannot be resolved and its
-// rows are refused while the policy has column rules (fail closed).
+// Size: entries_max attributes. Measured (200,000 columns of 20-byte names
+// in 10,000 tables): 13.4 MiB per target per shard, 100 ms of add_row and
+// 12 ms for protected_by() on the shard thread. A fresh PostgreSQL 15
+// database holds 2,005 columns in 208 relations (pg_catalog and
+// information_schema); 1,000 more tables of 21 columns make 23,005, read
+// in 40 ms. A bigger catalog is read up to entries_max (lowest OIDs first)
+// and marked truncated: then a column of a table it lacks cannot be
+// resolved and its rows are refused, and whole rows are forced, while the
+// policy has column rules (fail closed).
 struct table_catalog {
   struct relation {
     std::string name;                  // "schema.table"
