@@ -52,8 +52,7 @@ shard_recorder::~shard_recorder() {
   stop.what = request::kind::stop;
   // The queue holds queue_entries_max events plus room for this.
   while (!requests_->push(std::move(stop))) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  wake_.store(true, std::memory_order_release);
-  wake_cv_.notify_one();
+  wake_writer();
   thread_.join();
   // writer_'s destructor writes and syncs what is left, on this thread.
 }
@@ -135,14 +134,31 @@ recording_probe shard_recorder::probe() const {
   return p;
 }
 
+void shard_recorder::wake_writer() {
+  // Once per sleep of the writer: the lock orders this with its check of
+  // wake_, so the wake-up cannot slip between that check and its wait.
+  if (wake_.exchange(true, std::memory_order_acq_rel)) return;
+  { std::lock_guard<std::mutex> lock(wake_mu_); }
+  wake_cv_.notify_one();
+}
+
 bool shard_recorder::enqueue(std::string&& payload, bool durable, uint64_t ticket) {
   const size_t bytes = payload.size();
-  if (queued_.load(std::memory_order_relaxed) >= queue_entries_max ||
-      queued_bytes_.load(std::memory_order_relaxed) + bytes > queue_bytes_max) {
-    // The disk is far behind: this record cannot be appended. Refused, not
-    // waited for: the shard thread never blocks on the disk.
-    ++unqueued_;
-    return false;
+  auto full = [&] {
+    return queued_.load(std::memory_order_relaxed) >= queue_entries_max ||
+           queued_bytes_.load(std::memory_order_relaxed) + bytes > queue_bytes_max;
+  };
+  if (full()) {
+    // A burst the writer has not caught up with yet: wait for room a little
+    // (bounded). A disk that stays stuck makes this record not appended:
+    // refused, counted, and the caller fails closed.
+    wake_writer();
+    const int64_t until = monotonic_ms() + queue_wait_ms_max;
+    while (full() && monotonic_ms() < until) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (full()) {
+      ++unqueued_;
+      return false;
+    }
   }
   request r;
   r.payload = std::move(payload);
@@ -156,21 +172,11 @@ bool shard_recorder::enqueue(std::string&& payload, bool durable, uint64_t ticke
     ++unqueued_;
     return false;
   }
-  // The writer thread comes by every poll_interval_ms anyway; it is woken
-  // for a caller about to wait for its verdict (under the lock, so the
-  // wake-up cannot slip between its check and its wait) and when the queue
-  // fills up.
-  if (ticket != 0) {
-    {
-      std::lock_guard<std::mutex> lock(wake_mu_);
-      wake_.store(true, std::memory_order_release);
-    }
-    wake_cv_.notify_one();
-  } else if (queued_.load(std::memory_order_relaxed) >= queue_entries_max / 8 ||
-             queued_bytes_.load(std::memory_order_relaxed) >= queue_bytes_max / 8) {
-    wake_.store(true, std::memory_order_release);
-    wake_cv_.notify_one();
-  }
+  // The writer comes by every poll_interval_ms anyway; it is woken for a
+  // caller about to wait for its verdict and when the queue fills up.
+  if (ticket != 0 || queued_.load(std::memory_order_relaxed) >= queue_entries_max / 16 ||
+      queued_bytes_.load(std::memory_order_relaxed) >= queue_bytes_max / 16)
+    wake_writer();
   return true;
 }
 
@@ -252,8 +258,7 @@ status shard_recorder::flush() {
   r.what = request::kind::flush;
   while (!requests_->push(std::move(r))) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const uint64_t want = ++flush_requests_;
-  wake_.store(true, std::memory_order_release);
-  wake_cv_.notify_one();
+  wake_writer();
   std::unique_lock<std::mutex> lock(notice_mu_);
   notice_cv_.wait(lock, [&] { return flushed_.load(std::memory_order_acquire) >= want; });
   return flush_status_;

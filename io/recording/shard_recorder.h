@@ -9,9 +9,10 @@
 // file operation (pwritev, fdatasync, segment rolls, recovery, retention)
 // run on the recorder's own thread. The shard thread only encodes an event
 // and hands it over through a bounded single-producer queue
-// (queue_entries_max events, queue_bytes_max bytes); a full queue is a
-// record that could not be appended (false, counted unrecorded), never a
-// wait. The writer thread polls itself every poll_interval_ms; the shard's
+// (queue_entries_max events, queue_bytes_max bytes). A full queue is
+// waited on for at most queue_wait_ms_max (a burst), then the record is one
+// that could not be appended (false, counted unrecorded): a stuck disk
+// never holds the shard thread longer than that. The writer thread polls itself every poll_interval_ms; the shard's
 // poll() only delivers outcomes to waiters. Without the thread (tests that
 // need to step the writer by hand), everything runs in the calling thread.
 //
@@ -75,6 +76,8 @@ class shard_recorder final : public session_recorder {
   static constexpr size_t queue_entries_max = 4096;
   static constexpr uint64_t queue_bytes_max = 16ull << 20;
   static constexpr uint32_t poll_interval_ms = 20;
+  // A full queue is waited on this long at most, then the record is refused.
+  static constexpr int64_t queue_wait_ms_max = 10;
 
   // Recovers the shard's directory (damage is logged and given to report)
   // and opens a new segment. now_ms: the clock later passed to poll().
@@ -128,6 +131,7 @@ class shard_recorder final : public session_recorder {
   template <typename E>
   bool record(const E& e, bool durable);
   bool enqueue(std::string&& payload, bool durable, uint64_t ticket);
+  void wake_writer();
   bool wait_for(uint64_t ticket);
   void run();
   void publish();

@@ -219,8 +219,11 @@ TEST(RecordingWriterThread, CommandsNeverWaitForTheDiskInIntervalMode) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
   // Past the queue's bound a record cannot be appended: false at once, counted.
   bool refused = false;
-  for (uint64_t seq = 101; seq <= 101 + shard_recorder::queue_entries_max && !refused; ++seq)
+  for (uint64_t seq = 101; seq <= 101 + shard_recorder::queue_entries_max && !refused; ++seq) {
+    const auto a = std::chrono::steady_clock::now();
     refused = !r->command(command(id, seq, "SELECT 1"));
+    EXPECT_LT(std::chrono::steady_clock::now() - a, std::chrono::milliseconds(200)) << "waited on the disk";
+  }
   EXPECT_TRUE(refused);
   EXPECT_GE(r->probe().events_unrecorded, 1u);
   gate.set(true);
