@@ -511,7 +511,9 @@ void result_filter::start_result(const std::vector<row_column>& columns) {
       rc.column = ref.column;
     } else if (rules && c.table_oid != 0 && c.attnum > 0 && refusal_.empty()) {
       // A table column the catalog does not know: its source name cannot be
-      // checked against the rules, so an alias could hide it.
+      // checked against the rules, so an alias could hide it. A table newer
+      // than the read: the next login re-reads sooner.
+      if (catalog_ != nullptr && !catalog_->truncated) catalog_->missed_table = true;
       if (catalog_ != nullptr && catalog_->truncated)
         refusal_ = "column \"" + c.name + "\" comes from a table the gateway's catalog does not cover (" +
                    std::to_string(table_catalog::entries_max) + " columns at most); column rules cannot be applied";

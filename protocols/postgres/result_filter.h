@@ -64,6 +64,9 @@ struct table_catalog {
   };
   static constexpr size_t entries_max = 200000;
   static constexpr int64_t fresh_s = 60;
+  // After a session met a table the catalog lacks (created since the read),
+  // the next login re-reads once the catalog is this old.
+  static constexpr int64_t reread_s = 5;
 
   std::unordered_map<uint32_t, relation> relations;      // by pg_class OID
   std::unordered_map<uint32_t, uint32_t> row_types;      // row or row-array type OID -> relation OID
@@ -71,6 +74,7 @@ struct table_catalog {
   size_t entries = 0;
   bool truncated = false;  // more than entries_max attributes: some tables are missing
   int64_t read_at_s = 0;
+  mutable bool missed_table = false;  // a result named a table OID it lacks
 
   // What the masker in use makes of the catalog (protected(), below):
   // computed once per masker and catalog read, on first need.
@@ -104,7 +108,9 @@ struct table_catalog {
     if (oid != nullptr) *oid = it->second;
     return &r->second;
   }
-  bool fresh(int64_t now_s) const { return read_at_s != 0 && now_s - read_at_s < fresh_s; }
+  bool fresh(int64_t now_s) const {
+    return read_at_s != 0 && now_s - read_at_s < (missed_table ? reread_s : fresh_s);
+  }
   // Adds one row of catalog_query()'s result (text format); false if malformed.
   bool add_row(bytes data_row_body);
   // Empty when a finished read may replace the catalog in use; else why not.

@@ -732,6 +732,17 @@ TEST_F(catalog_test, an_alias_of_any_tables_column_is_resolved_to_its_source) {
   EXPECT_EQ(decode_row(out), (std::vector<std::optional<std::string>>{"[REDACTED]", "alice"}));
 }
 
+TEST_F(catalog_test, a_table_newer_than_the_read_makes_the_next_login_read_again) {
+  catalog.read_at_s = 1000;
+  EXPECT_TRUE(catalog.fresh(1000 + table_catalog::reread_s));
+  query("select x from newer");
+  backend(described({{"x", 7777, 1, 25}}));
+  EXPECT_NE(backend(data_row({"v"})), result_filter::action::fail);  // scanned, not refused
+  EXPECT_TRUE(catalog.missed_table);
+  EXPECT_TRUE(catalog.fresh(1000 + table_catalog::reread_s - 1));
+  EXPECT_FALSE(catalog.fresh(1000 + table_catalog::reread_s));
+}
+
 TEST_F(catalog_test, a_truncated_catalog_refuses_columns_it_cannot_name) {
   catalog.truncated = true;
   query("select x from t");
