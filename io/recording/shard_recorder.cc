@@ -38,7 +38,8 @@ shard_recorder::shard_recorder(std::unique_ptr<segment_writer> writer, const sha
     : writer_(std::move(writer)),
       result_bytes_max_(options.result_bytes_max),
       failure_(options.failure),
-      fsync_always_(options.fsync_always) {
+      fsync_always_(options.fsync_always),
+      verdict_wait_ms_(options.verdict_wait_ms) {
   if (options.writer_thread) {
     requests_ = std::make_unique<spsc_queue<request>>(queue_entries_max + 2);  // + flush and stop
     notices_ = std::make_unique<spsc_queue<notice>>(queue_entries_max + 2);
@@ -91,6 +92,7 @@ void shard_recorder::run() {
           stop = true;
           break;
       }
+      processed_.fetch_add(1, std::memory_order_release);
     }
     writer_->poll(monotonic_ms());
     publish();
@@ -111,12 +113,22 @@ void shard_recorder::publish() {
 
 // --- shard thread ---------------------------------------------------------------
 
+bool shard_recorder::stalled() const {
+  return stalled_at_ != UINT64_MAX && processed_.load(std::memory_order_acquire) == stalled_at_;
+}
+
 bool shard_recorder::available() const {
-  return thread_.joinable() ? available_.load(std::memory_order_acquire) : writer_->available();
+  if (!thread_.joinable()) return writer_->available();
+  return available_.load(std::memory_order_acquire) && !stalled();
 }
 
 std::string_view shard_recorder::failure_reason() const {
   if (!thread_.joinable()) return writer_->failure_reason();
+  if (stalled()) {
+    reason_ = "recording unavailable: the disk has not completed a write or sync for " +
+              std::to_string(verdict_wait_ms_) + " ms";
+    return reason_;
+  }
   std::lock_guard<std::mutex> lock(published_mu_);
   reason_ = published_reason_;
   if (reason_.empty() && !available_.load(std::memory_order_acquire)) reason_ = "recording unavailable";
@@ -184,11 +196,18 @@ bool shard_recorder::enqueue(std::string&& payload, bool durable, uint64_t ticke
 bool shard_recorder::wait_for(uint64_t ticket) {
   // Checked under the lock the writer takes between pushing a verdict and
   // notifying: a verdict cannot slip between the check and the wait.
+  const int64_t until = monotonic_ms() + verdict_wait_ms_;
   std::unique_lock<std::mutex> lock(notice_mu_);
   for (;;) {
     while (std::optional<notice> n = notices_->pop()) {
       if (n->ticket == ticket) return n->recorded;
       early_.push_back(*n);
+    }
+    if (monotonic_ms() >= until) {
+      // The disk hangs: this command is refused, and so is every one after
+      // it until the writer moves again (its late verdict is dropped).
+      stalled_at_ = processed_.load(std::memory_order_acquire);
+      return false;
     }
     notice_cv_.wait_for(lock, std::chrono::milliseconds(poll_interval_ms));
   }
@@ -201,7 +220,7 @@ bool shard_recorder::record(const E& e, bool durable) {
   bool ok;
   if (!thread_.joinable()) {
     ok = writer_->append(scratch_, durable);
-  } else if (!available_.load(std::memory_order_acquire)) {
+  } else if (!available()) {
     ++unqueued_;
     ok = false;
   } else if (fsync_always_ && durable) {
@@ -220,7 +239,7 @@ uint64_t shard_recorder::submit_command(const rec_command& e, record_waiter* wai
   const uint64_t ticket = next_ticket_++;
   if (!thread_.joinable()) {
     early_.push_back(notice{ticket, writer_->append(scratch_, true)});
-  } else if (!available_.load(std::memory_order_acquire)) {
+  } else if (!available()) {
     ++unqueued_;
     return 0;
   } else if (!enqueue(std::string(scratch_), true, ticket)) {

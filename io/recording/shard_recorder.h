@@ -61,14 +61,9 @@ struct shard_recorder_options {
   retention_options retention;
   uint32_t recover_interval_ms = 1000;
   bool writer_thread = true;  // false: file I/O in the caller's thread (tests)
-};
-
-// Told on the shard thread (from shard_recorder::poll) whether the record a
-// ticket names was recorded as the recorder promises.
-class record_waiter {
- public:
-  virtual ~record_waiter() = default;
-  virtual void on_recorded(uint64_t ticket, bool recorded) = 0;
+  // fsync_always: a verdict not back within this is a record not made (the
+  // disk hangs); until the writer moves again the recorder is unavailable.
+  uint32_t verdict_wait_ms = 5000;
 };
 
 class shard_recorder final : public session_recorder {
@@ -78,6 +73,7 @@ class shard_recorder final : public session_recorder {
   static constexpr uint32_t poll_interval_ms = 20;
   // A full queue is waited on this long at most, then the record is refused.
   static constexpr int64_t queue_wait_ms_max = 10;
+
 
   // Recovers the shard's directory (damage is logged and given to report)
   // and opens a new segment. now_ms: the clock later passed to poll().
@@ -103,9 +99,12 @@ class shard_recorder final : public session_recorder {
   // Otherwise `waiter` hears on_recorded(ticket, ...) from a later poll()
   // (with fsync_always once synced, else once written), exactly once,
   // unless forget() is called first.
-  uint64_t submit_command(const rec_command& e, record_waiter* waiter);
+  uint64_t submit_command(const rec_command& e, record_waiter* waiter) override;
   // The waiter is going away (its session ended): no call for this ticket.
-  void forget(uint64_t ticket);
+  void forget(uint64_t ticket) override;
+  // With the writer thread and fsync_always: the session should submit and
+  // hold rather than wait in command().
+  bool durable_later() const override { return fsync_always_ && thread_.joinable(); }
 
   // On the shard thread, regularly: delivers verdicts to waiters (and
   // without the writer thread, runs the writer's timers).
@@ -133,6 +132,7 @@ class shard_recorder final : public session_recorder {
   bool enqueue(std::string&& payload, bool durable, uint64_t ticket);
   void wake_writer();
   bool wait_for(uint64_t ticket);
+  bool stalled() const;
   void run();
   void publish();
   void deliver(const notice& n);
@@ -141,6 +141,7 @@ class shard_recorder final : public session_recorder {
   uint64_t result_bytes_max_;
   on_failure failure_;
   bool fsync_always_;
+  uint32_t verdict_wait_ms_;
   std::string scratch_;  // one encoded event; capacity kept between events
 
   // Shard side.
@@ -149,10 +150,12 @@ class shard_recorder final : public session_recorder {
   std::unordered_map<uint64_t, record_waiter*> waiters_;
   std::deque<notice> early_;  // verdicts popped while waiting for another
   mutable std::string reason_;  // failure_reason()'s storage
+  uint64_t stalled_at_ = UINT64_MAX;  // processed_ when a verdict did not come back in time
 
   // Between the two threads.
   std::unique_ptr<spsc_queue<request>> requests_;
   std::unique_ptr<spsc_queue<notice>> notices_;
+  std::atomic<uint64_t> processed_{0};  // requests the writer thread has handled
   std::atomic<uint64_t> queued_bytes_{0};
   std::atomic<size_t> queued_{0};
   std::atomic<bool> available_{true};

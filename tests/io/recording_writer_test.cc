@@ -261,6 +261,31 @@ TEST(RecordingWriterThread, FsyncAlwaysReturnsTheWritersVerdict) {
   EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
 }
 
+TEST(RecordingWriterThread, FsyncAlwaysRefusesWhileTheDiskHangs) {
+  memory_fs fs;
+  io_gate gate;
+  shard_recorder_options o = threaded_options();
+  o.fsync_always = true;
+  o.verdict_wait_ms = 100;
+  auto r = open_recorder(fs, o);
+  fs.on_io = [&] { gate.pass(); };
+  const session_id id = session_id::generate();
+  ASSERT_TRUE(r->command(command(id, 1, "SELECT 1")));
+  gate.set(false);
+  EXPECT_FALSE(r->command(command(id, 2, "DELETE FROM t")));  // after verdict_wait_ms
+  EXPECT_FALSE(r->available());
+  EXPECT_NE(std::string::npos, r->failure_reason().find("has not completed")) << r->failure_reason();
+  const auto a = std::chrono::steady_clock::now();
+  EXPECT_FALSE(r->command(command(id, 3, "DELETE FROM t")));
+  EXPECT_LT(std::chrono::steady_clock::now() - a, std::chrono::milliseconds(50)) << "refused at once while stalled";
+  gate.set(true);
+  for (int i = 0; i < 1000 && !r->available(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(r->available());
+  EXPECT_TRUE(r->command(command(id, 4, "SELECT 2")));
+  r.reset();
+  fs.on_io = nullptr;
+}
+
 struct verdicts final : record_waiter {
   std::vector<std::pair<uint64_t, bool>> got;
   void on_recorded(uint64_t ticket, bool recorded) override { got.emplace_back(ticket, recorded); }
@@ -278,6 +303,7 @@ TEST(RecordingWriterThread, SubmittedCommandsHearTheirVerdictFromPoll) {
   gate.set(false);
   verdicts w;
   const session_id id = session_id::generate();
+  EXPECT_TRUE(r->durable_later());
   const uint64_t t1 = r->submit_command(command(id, 1, "UPDATE t SET x = 1"), &w);
   ASSERT_NE(0u, t1);
   const uint64_t t2 = r->submit_command(command(id, 2, "UPDATE t SET x = 2"), &w);
