@@ -96,6 +96,14 @@ struct rec_session_end {
   uint64_t bytes_to_client = 0;
 };
 
+// Told on the shard thread whether the record a ticket names was recorded
+// as the recorder promises (session_recorder::submit_command).
+class record_waiter {
+ public:
+  virtual ~record_waiter() = default;
+  virtual void on_recorded(uint64_t ticket, bool recorded) = 0;
+};
+
 class session_recorder {
  public:
   virtual ~session_recorder() = default;
@@ -114,6 +122,22 @@ class session_recorder {
   virtual std::string_view failure_reason() const = 0;
   // Bound for rec_result::rows.
   virtual uint64_t result_bytes_max() const = 0;
+
+  // fsync "always" without waiting on the shard thread: true when a
+  // command's record must be durable before the command runs and the
+  // verdict can come later. The session then calls submit_command instead
+  // of command and holds the command (as for an approval) until
+  // waiter->on_recorded(ticket, ok), delivered on the shard thread: ok, it
+  // goes upstream; not ok, it is refused (58030). A session that ends first
+  // calls forget(ticket). False: command() answers at once.
+  virtual bool durable_later() const { return false; }
+  // 0: not even queued (refuse the command now); else the ticket.
+  virtual uint64_t submit_command(const rec_command& e, record_waiter* waiter) {
+    (void)e;
+    (void)waiter;
+    return 0;
+  }
+  virtual void forget(uint64_t ticket) { (void)ticket; }
 };
 
 }  // namespace agentgate

@@ -438,8 +438,8 @@ int shard_masker::rule_for(const result_column& column) {
     if (!rule_matched_[i]) continue;
     const std::string& want = engine_->column_tables_[i];
     // A column the protocol could not tie to a table (an expression, or a
-    // table no rule names: the catalog is read for rule tables only) is not
-    // one of the rule's; content detectors still scan it. Applying table
+    // table created after the last catalog read) is not one of the rule's;
+    // content detectors still scan it. Applying table
     // rules to every such column would mask every computed column of every
     // query wherever a rule says ".*".
     if (want.empty()) return static_cast<int>(i);

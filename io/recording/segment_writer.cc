@@ -298,12 +298,15 @@ bool segment_writer::append(std::string_view payload, bool durable) {
   ++probe_.events;
   probe_.bytes_appended += payload.size();
   probe_.appended = base_ + segment_pos();
+  const uint64_t record_end = probe_.appended;
   if (segment_pos() >= options_.segment_bytes) {
-    if (!roll()) return probe_.written >= probe_.appended;
+    // With fsync_always the record counts only once synced: written is not
+    // enough (a roll whose sync failed used to report it recorded).
+    if (!roll()) return !options_.fsync_always && probe_.written >= record_end;
   }
   if (options_.fsync_always) {
     if (durable) sync_now();
-    return available_;
+    return available_ && (!durable || probe_.synced >= record_end);
   }
   if (options_.fsync_bytes > 0 && probe_.written - sync_requested_ >= options_.fsync_bytes)
     submit_sync(active_, probe_.written);

@@ -3,8 +3,9 @@
 // (docs/recording-format.md).
 //
 // Contract:
-// - Owned and used by exactly one shard thread; no locks, no shared state.
-//   Each writer has its own file_ops and so its own small io_uring.
+// - Owned and used by exactly one thread, its shard_recorder's writer
+//   thread (or, without one, the shard's); no locks, no shared state. Each
+//   writer has its own file_ops and so its own small io_uring.
 // - append() frames a record (LevelDB log framing, CRC-32C) into a bounded
 //   buffer (buffer_bytes); the buffer is written with one pwritev when it
 //   fills and at every poll(). Records never span segments; a segment rolls
@@ -13,8 +14,7 @@
 //   appended / written / fsynced): synced <= written <= appended, always.
 //   In interval mode (fsync_always false) fdatasync is submitted to the
 //   io_uring every fsync_interval_ms and every fsync_bytes written, and its
-//   completion is reaped without blocking in poll() and append(): the shard
-//   thread never waits for the disk to sync. With fsync_always,
+//   completion is reaped without blocking in poll() and append(). With fsync_always,
 //   append(..., durable=true) writes and fdatasyncs before it returns.
 // - poll(now_ms) must be called regularly (the shard does every ~20 ms): it
 //   writes buffered records, starts syncs, reaps them, applies retention and

@@ -44,53 +44,43 @@ std::string name_of(body_reader& in) {
 
 }  // namespace
 
-std::string catalog_key(std::span<const std::string> tables) {
-  std::string key;
-  for (const std::string& t : tables) {
-    key += t;
-    key += '\n';
-  }
-  return key;
+std::string catalog_query() {
+  // OPERATOR(pg_catalog.x) and pg_catalog types throughout: the session's
+  // search_path is the client's (a startup parameter or SET) and an
+  // operator or type found through it could be the client's own.
+  return "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, c.reltype, t.typarray "
+         "FROM pg_catalog.pg_class c "
+         "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+         "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid "
+         "JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) c.reltype "
+         "WHERE a.attnum OPERATOR(pg_catalog.>) 0::pg_catalog.int2 AND NOT a.attisdropped "
+         "AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,v,m,f,p,c}'::pg_catalog.\"char\"[]) "
+         // A deterministic cut when there are more (the sort uses each type's
+         // default btree operator class, not a name lookup).
+         "ORDER BY 1, 4 LIMIT " + std::to_string(table_catalog::entries_max + 1);
 }
 
 namespace {
 
-std::string sql_literal(std::string_view s) {
-  std::string out = "'";
+bool parse_u32(std::string_view s, uint32_t& out) {
+  if (s.empty() || s.size() > 10) return false;
+  uint64_t v = 0;
   for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
   }
-  out += '\'';
-  return out;
+  if (v > 0xffffffffu) return false;
+  out = static_cast<uint32_t>(v);
+  return true;
 }
 
 }  // namespace
 
-std::string catalog_query(std::span<const std::string> tables) {
-  if (tables.empty()) return {};
-  std::string where;
-  for (const std::string& t : tables) {
-    if (!where.empty()) where += " OR ";
-    const size_t dot = t.rfind('.');
-    if (dot == std::string::npos) {
-      where += "c.relname = " + sql_literal(t);
-    } else {
-      where += "(n.nspname = " + sql_literal(t.substr(0, dot)) + " AND c.relname = " + sql_literal(t.substr(dot + 1)) + ")";
-    }
-  }
-  return "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname FROM pg_catalog.pg_class c "
-         "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-         "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
-         "WHERE a.attnum > 0 AND NOT a.attisdropped AND (" + where + ") LIMIT " +
-         std::to_string(table_catalog::entries_max);
-}
-
 bool table_catalog::add_row(bytes body) {
   body_reader in(body);
   uint16_t n = 0;
-  if (!in.u16(&n) || n != 5) return false;
-  std::string_view v[5];
+  if (!in.u16(&n) || n != 7) return false;
+  std::string_view v[7];
   for (auto& field : v) {
     uint32_t len = 0;
     if (!in.u32(&len) || len == 0xffffffffu) return false;
@@ -98,15 +88,240 @@ bool table_catalog::add_row(bytes body) {
     if (!in.skip(len)) return false;
     field = std::string_view(reinterpret_cast<const char*>(b.data()), len);
   }
-  const unsigned long oid = std::strtoul(std::string(v[0]).c_str(), nullptr, 10);
-  const long attnum = std::strtol(std::string(v[3]).c_str(), nullptr, 10);
-  if (oid == 0 || oid > 0xffffffffUL || attnum <= 0 || attnum > 32767) return false;
-  if (columns.size() >= entries_max) return true;
-  entry e;
-  e.table = std::string(v[1]) + "." + std::string(v[2]);
-  e.column = v[4];
-  columns[(uint64_t{oid} << 16) | static_cast<uint16_t>(attnum)] = std::move(e);
+  if (!in.done()) return false;
+  uint32_t oid = 0, attnum = 0, row_type = 0, array_type = 0;
+  if (!parse_u32(v[0], oid) || !parse_u32(v[3], attnum) || !parse_u32(v[5], row_type) ||
+      !parse_u32(v[6], array_type))
+    return false;
+  if (oid == 0 || attnum == 0 || attnum > 1664 || v[4].empty()) return false;
+  if (entries >= entries_max) {
+    truncated = true;
+    return true;
+  }
+  auto [it, added] = relations.try_emplace(oid);
+  relation& r = it->second;
+  if (added) {
+    r.schema = v[1];
+    r.name = std::string(v[1]) + "." + std::string(v[2]);
+    r.row_type = row_type;
+    r.array_type = array_type;
+    by_name.emplace(std::string(v[2]), oid);
+    if (row_type != 0) row_types[row_type] = oid;
+    if (array_type != 0) row_types[array_type] = oid;
+  }
+  if (r.columns.size() < attnum) r.columns.resize(attnum);
+  if (r.columns[attnum - 1].empty()) ++entries;
+  r.columns[attnum - 1] = v[4];
   return true;
+}
+
+std::string table_catalog::implausible() const {
+  // Every database has pg_catalog.pg_class with its relname: a read without
+  // it was filtered by something other than the catalog's contents.
+  const auto range = by_name.equal_range("pg_class");
+  for (auto it = range.first; it != range.second; ++it) {
+    const auto r = relations.find(it->second);
+    if (r == relations.end() || r->second.name != "pg_catalog.pg_class") continue;
+    for (const std::string& c : r->second.columns)
+      if (c == "relname") return {};
+  }
+  return relations.empty() ? "the catalog read returned no rows" : "the catalog read lacks pg_catalog.pg_class";
+}
+
+const table_catalog::protection& table_catalog::protected_by(const std::shared_ptr<data_masker>& masker) const {
+  if (protection_.masker == masker) return protection_;
+  protection_ = protection{};
+  protection_.masker = masker;
+  if (masker == nullptr || !masker->has_column_rules()) return protection_;
+  std::vector<std::string> names;
+  for (const auto& [oid, r] : relations) {
+    for (const std::string& c : r.columns) {
+      if (c.empty()) continue;
+      result_column rc;
+      rc.name = c;
+      rc.table = r.name;
+      rc.column = c;
+      rc.type_oid = 25;
+      const column_plan p = masker->plan(rc);
+      if (p.how != column_plan::mode::forced) continue;
+      protection_.relations.try_emplace(oid, p);
+      names.push_back(c);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  protection_.names = std::move(names);
+  protection_.any = !protection_.relations.empty();
+  return protection_;
+}
+
+namespace {
+
+// --- COPY statements ------------------------------------------------------
+
+struct sql_lexer {
+  std::string_view s;
+  size_t i = 0;
+
+  void skip_space() {
+    for (;;) {
+      while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' ||
+                              s[i] == '\v'))
+        ++i;
+      if (s.substr(i, 2) == "--") {
+        while (i < s.size() && s[i] != '\n') ++i;
+      } else if (s.substr(i, 2) == "/*") {
+        // PostgreSQL's block comments nest.
+        int depth = 0;
+        while (i < s.size()) {
+          if (s.substr(i, 2) == "/*") {
+            ++depth;
+            i += 2;
+          } else if (s.substr(i, 2) == "*/") {
+            i += 2;
+            if (--depth == 0) break;
+          } else {
+            ++i;
+          }
+        }
+        if (depth != 0) return;
+      } else {
+        return;
+      }
+    }
+  }
+  // An identifier as PostgreSQL folds it: unquoted ASCII lowercased, quoted
+  // kept (with "" as "). False when none is next.
+  bool ident(std::string& out) {
+    skip_space();
+    out.clear();
+    if (i < s.size() && s[i] == '"') {
+      ++i;
+      for (;;) {
+        if (i >= s.size()) return false;
+        if (s[i] == '"') {
+          if (i + 1 < s.size() && s[i + 1] == '"') {
+            out += '"';
+            i += 2;
+            continue;
+          }
+          ++i;
+          return !out.empty();
+        }
+        out += s[i++];
+      }
+    }
+    const size_t from = i;
+    while (i < s.size()) {
+      const auto c = static_cast<unsigned char>(s[i]);
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80 ||
+                      (i > from && ((c >= '0' && c <= '9') || c == '$'));
+      if (!ok) break;
+      out += (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : static_cast<char>(c);
+      ++i;
+    }
+    return i > from;
+  }
+  bool punct(char c) {
+    skip_space();
+    if (i < s.size() && s[i] == c) {
+      ++i;
+      return true;
+    }
+    return false;
+  }
+  bool keyword(std::string_view k) {
+    const size_t at = i;
+    std::string w;
+    if (ident(w) && w == k) return true;
+    i = at;
+    return false;
+  }
+  bool at_end() {
+    skip_space();
+    while (punct(';')) {
+    }
+    skip_space();
+    return i >= s.size();
+  }
+};
+
+}  // namespace
+
+copy_source parse_copy_source(std::string_view sql) {
+  copy_source out;
+  sql_lexer lx{sql};
+  if (!lx.keyword("copy")) return out;
+  std::string a, b;
+  if (!lx.ident(a)) return out;  // COPY (query) TO ...
+  if (lx.punct('.')) {
+    if (!lx.ident(b)) return out;
+    out.schema = a;
+    out.table = b;
+    if (lx.punct('.')) return out;  // database.schema.table: not read
+  } else {
+    out.table = a;
+  }
+  if (lx.punct('(')) {
+    std::string c;
+    do {
+      if (!lx.ident(c)) return out;
+      out.columns.push_back(c);
+    } while (lx.punct(','));
+    if (!lx.punct(')')) return out;
+  }
+  if (!lx.keyword("to") || !lx.keyword("stdout")) return out;
+  // Options: WITH ( FORMAT text|csv, HEADER [bool] ) or the old CSV/HEADER
+  // keywords; anything else (DELIMITER, QUOTE, NULL, ...) changes how a
+  // row splits into fields.
+  if (lx.keyword("with")) {
+  }
+  if (lx.punct('(')) {
+    do {
+      std::string name, value;
+      if (!lx.ident(name)) return out;
+      if (name == "format") {
+        if (!lx.ident(value)) return out;
+        if (value == "csv") out.csv = true;
+        else if (value != "text") out.plain_options = false;
+      } else if (name == "header") {
+        const size_t at = lx.i;
+        if (lx.ident(value)) {
+          if (value == "true" || value == "on") out.header = true;
+          else if (value != "false" && value != "off") out.plain_options = false;
+        } else {
+          lx.i = at;
+          out.header = true;
+        }
+      } else {
+        out.plain_options = false;
+        // Skip the option's value: one token, or a parenthesised list.
+        lx.skip_space();
+        int depth = 0;
+        while (lx.i < sql.size()) {
+          const char c = sql[lx.i];
+          if (c == '(') ++depth;
+          else if (c == ')' && depth-- == 0) break;
+          else if (c == ',' && depth == 0) break;
+          else if (c == '\'') {
+            ++lx.i;
+            while (lx.i < sql.size() && sql[lx.i] != '\'') ++lx.i;
+          }
+          ++lx.i;
+        }
+      }
+    } while (lx.punct(','));
+    if (!lx.punct(')')) return out;
+  } else {
+    for (;;) {
+      if (lx.keyword("csv")) out.csv = true;
+      else if (lx.keyword("header")) out.header = true;
+      else break;
+    }
+  }
+  if (!lx.at_end()) return out;  // more options, or more statements
+  out.known = true;
+  return out;
 }
 
 bool parse_row_description(bytes body, std::vector<row_column>& out) {
@@ -358,20 +573,106 @@ void result_filter::start_result(const std::vector<row_column>& columns) {
   text_only_ = false;
   columns_ = columns;
   plans_.clear();
+  json_guard_.clear();
+  refusal_.clear();
   if (masker_ == nullptr || !masker_->active()) return;
   plans_.reserve(columns_.size());
+  const bool rules = masker_->has_column_rules();
   for (const row_column& c : columns_) {
     result_column rc;
     rc.name = c.name;
     rc.type_oid = c.type_oid;
     rc.binary = c.format == 1;
-    if (catalog_ != nullptr)
-      if (const table_catalog::entry* e = catalog_->find(c.table_oid, c.attnum)) {
-        rc.table = e->table;
-        rc.column = e->column;
-      }
+    table_catalog::column_ref ref;
+    if (catalog_ != nullptr && catalog_->find(c.table_oid, c.attnum, ref)) {
+      rc.table = ref.table;
+      rc.column = ref.column;
+    } else if (rules && c.table_oid != 0 && c.attnum > 0 && refusal_.empty()) {
+      // A table column the catalog does not know: its source name cannot be
+      // checked against the rules, so an alias could hide it. A table newer
+      // than the read: the next login re-reads sooner.
+      if (catalog_ != nullptr && !catalog_->truncated) catalog_->missed_table = true;
+      if (catalog_ != nullptr && catalog_->truncated)
+        refusal_ = "column \"" + c.name + "\" comes from a table the gateway's catalog does not cover (" +
+                   std::to_string(table_catalog::entries_max) + " columns at most); column rules cannot be applied";
+    }
     plans_.push_back(masker_->plan(rc));
   }
+  if (rules) plan_whole_values(columns_);
+}
+
+namespace {
+
+constexpr uint32_t record_oid = 2249, record_array_oid = 2287;
+constexpr size_t json_names_max = 64;
+constexpr uint32_t json_oid = 114, jsonb_oid = 3802, json_array_oid = 199, jsonb_array_oid = 3807;
+
+}  // namespace
+
+// Whole rows under column rules: a composite value of a table (or an array
+// of them) carries every column of the row, so it is forced when any of
+// them is; an anonymous record (ROW(...), a subquery's row) is forced when
+// any catalogued column is protected at all; a json/jsonb expression
+// (row_to_json(u), to_jsonb(u), json_agg(u)) is forced value by value when
+// it holds a protected column's name as a key.
+void result_filter::plan_whole_values(const std::vector<row_column>& columns) {
+  if (catalog_ == nullptr) return;
+  const table_catalog::protection* guard = nullptr;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (plans_[i].how == column_plan::mode::forced) continue;
+    const row_column& c = columns[i];
+    const uint32_t t = c.type_oid;
+    const bool record = t == record_oid || t == record_array_oid;
+    const bool json = (t == json_oid || t == jsonb_oid || t == json_array_oid || t == jsonb_array_oid) &&
+                      c.table_oid == 0;
+    uint32_t rel = 0;
+    const bool composite = !record && !json && catalog_->relation_of_type(t, &rel) != nullptr;
+    if (!record && !json && !composite) continue;
+    if (guard == nullptr) guard = &catalog_->protected_by(masker_);
+    if (!guard->any) return;
+    column_plan forced;
+    if (composite) {
+      const auto it = guard->relations.find(rel);
+      // A truncated catalog may hold only some of a table's columns: its
+      // whole rows are forced whether or not a protected one was read.
+      if (it == guard->relations.end() && !catalog_->truncated) continue;
+      forced = it != guard->relations.end() ? it->second : guard->relations.begin()->second;
+    } else {
+      forced = guard->relations.begin()->second;
+    }
+    // Partial would keep the last characters of the whole row, which may be
+    // another column's.
+    if (forced.style == mask_style::partial) forced.style = mask_style::redact;
+    forced.type_oid = t;
+    forced.binary = c.format == 1;
+    if (json) {
+      if (json_guard_.empty()) json_guard_.assign(columns.size(), 0);
+      json_guard_[i] = 1;
+      json_forced_ = forced;
+      json_forced_.type_oid = 0;  // set per column when used
+    } else {
+      plans_[i] = forced;
+    }
+  }
+}
+
+bool result_filter::json_holds_protected(bytes value) const {
+  const table_catalog::protection& guard = catalog_->protected_by(masker_);
+  // Each name is a pass over the value: past this many (a ".*" rule on a
+  // wide table), every JSON expression is forced.
+  if (guard.names.size() > json_names_max) return true;
+  const std::string_view v(reinterpret_cast<const char*>(value.data()), value.size());
+  for (const std::string& name : guard.names) {
+    // A key is "name" (json escapes in a key are not decoded: a key written
+    // with \u escapes is not found; row_to_json never writes one for an
+    // ASCII name).
+    size_t at = 0;
+    while ((at = v.find(name, at)) != std::string_view::npos) {
+      if (at > 0 && v[at - 1] == '"' && at + name.size() < v.size() && v[at + name.size()] == '"') return true;
+      at += 1;
+    }
+  }
+  return false;
 }
 
 // The first DataRow of an Execute: its portal's description, in the
@@ -546,7 +847,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       body_reader in(body);
       if (!in.u8(&format) || format != 0)
         return refuse("binary COPY output cannot be masked; use COPY ... TO STDOUT in text or CSV format");
-      return action::pass;
+      return start_copy(front_seq, body);
     }
     case 'd':
       if (!begin_copy_row()) return action::pass;
@@ -570,6 +871,7 @@ result_filter::action result_filter::begin_row() {
     text_only_ = true;
   }
   if (masker_ == nullptr || !masker_->active()) return action::pass;
+  if (!refusal_.empty()) return refuse(refusal_);
   // Column rules go by column name and table: rows nobody described cannot
   // be checked against them (every driver describes what it executes).
   if (text_only_ && masker_->has_column_rules())
@@ -608,6 +910,8 @@ result_filter::action result_filter::on_backend_piece(const frame_header& header
           if (auto s = masker_->stream_value(plan); !s.is_ok()) return refuse(s.error().message());
     } else if (header.type == 'd') {
       if (!begin_copy_row()) return action::pass;
+      if (!copy_plans_.empty())
+        return refuse("a COPY row bigger than limits.masked_row_bytes_max cannot be masked column by column");
       auto s = masker_->stream_text();
       if (!s.is_ok()) return refuse(s.error().message());
       piece_.stream = std::move(s.value());
@@ -681,7 +985,13 @@ result_filter::action result_filter::stream_row_bytes(bytes in, std::string& out
           break;
         }
         if (len > st.body_left + in.size()) return refuse("malformed DataRow from the server");
-        const column_plan& plan = text_only_ ? st.unknown : plans_[st.field];
+        column_plan plan = text_only_ ? st.unknown : plans_[st.field];
+        if (!text_only_ && !json_guard_.empty() && json_guard_[st.field]) {
+          // Its keys arrive after its length was sent: masked whole.
+          plan = json_forced_;
+          plan.type_oid = columns_[st.field].type_oid;
+          plan.binary = columns_[st.field].format == 1;
+        }
         st.stream.reset();
         if (plan.how != column_plan::mode::pass) {
           auto s = masker_->stream_value(plan);
@@ -750,7 +1060,15 @@ result_filter::action result_filter::mask_row(bytes frame, std::string& out) {
     if (static_cast<size_t>(end - p) < len) return refuse("malformed DataRow from the server");
     const bytes value(p, len);
     p += len;
-    const column_plan& plan = text_only_ ? unknown : plans_[i];
+    const column_plan* planned = text_only_ ? &unknown : &plans_[i];
+    column_plan json_plan;
+    if (!text_only_ && !json_guard_.empty() && json_guard_[i] && json_holds_protected(value)) {
+      json_plan = json_forced_;
+      json_plan.type_oid = columns_[i].type_oid;
+      json_plan.binary = columns_[i].format == 1;
+      planned = &json_plan;
+    }
+    const column_plan& plan = *planned;
     if (plan.how == column_plan::mode::pass) continue;
     value_out_.clear();
     const mask_outcome outcome = masker_->mask_value(plan, value, value_out_);
@@ -871,11 +1189,169 @@ result_filter::action result_filter::mask_function_result(bytes frame, bool bina
   return action::rewritten;
 }
 
+void result_filter::note_command_text(uint64_t seq, std::string_view sql) {
+  copy_source src = parse_copy_source(sql);
+  if (!src.known) {
+    // Not a COPY the gateway reads (or not a COPY at all): a CopyOutResponse
+    // for this command finds nothing and is refused under column rules.
+    return;
+  }
+  if (copy_commands_.size() >= copy_commands_max) copy_commands_.pop_front();
+  copy_commands_.emplace_back(seq, std::move(src));
+}
+
+// CopyOutResponse (text or CSV). Under column rules, the fields of each row
+// are the columns the COPY statement names (its table's, through the
+// catalog); a column a rule forces is rewritten in every row, and the row is
+// scanned as text. A COPY whose columns the gateway cannot name is refused.
+result_filter::action result_filter::start_copy(uint64_t seq, bytes body) {
+  copy_plans_.clear();
+  copy_header_pending_ = false;
+  copy_csv_ = false;
+  if (!masker_->has_column_rules()) return action::pass;
+  body_reader in(body);
+  uint8_t format = 0;
+  uint16_t n = 0;
+  if (!in.u8(&format) || !in.u16(&n)) return refuse("malformed CopyOutResponse from the server");
+  const copy_source* src = nullptr;
+  for (auto it = copy_commands_.rbegin(); it != copy_commands_.rend(); ++it)
+    if (it->first == seq) {
+      src = &it->second;
+      break;
+    }
+  if (src == nullptr || seq == 0)
+    return refuse("the policy has column rules and the gateway cannot tell which columns this COPY writes; "
+                  "COPY a table (with an optional column list) TO STDOUT in text or CSV format, or use SELECT");
+  if (catalog_ == nullptr) return refuse("the gateway has no catalog to name this COPY's columns");
+  // Unqualified: any table of that name the search_path might find; a
+  // column is forced if any of them forces it (fail closed).
+  std::vector<column_plan> plans(n);
+  bool matched = false;
+  const auto range = catalog_->by_name.equal_range(src->table);
+  for (auto it = range.first; it != range.second; ++it) {
+    const auto r = catalog_->relations.find(it->second);
+    if (r == catalog_->relations.end()) continue;
+    const table_catalog::relation& rel = r->second;
+    if (!src->schema.empty() && rel.schema != src->schema) continue;
+    std::vector<std::string_view> names;
+    if (src->columns.empty()) {
+      for (const std::string& c : rel.columns)
+        if (!c.empty()) names.emplace_back(c);
+    } else {
+      for (const std::string& c : src->columns) names.emplace_back(c);
+    }
+    if (names.size() != n) continue;
+    matched = true;
+    for (size_t i = 0; i < names.size(); ++i) {
+      result_column rc;
+      rc.name = names[i];
+      rc.table = rel.name;
+      rc.column = names[i];
+      rc.type_oid = 25;  // COPY writes every value as text
+      const column_plan p = masker_->plan(rc);
+      if (p.how == column_plan::mode::forced && plans[i].how != column_plan::mode::forced) plans[i] = p;
+    }
+  }
+  if (!matched)
+    return refuse("the policy has column rules and the COPY's table \"" + src->table +
+                  "\" is not in the gateway's catalog (read at most once a minute) with these " +
+                  std::to_string(n) + " columns (generated columns are not copied: name the columns); "
+                  "its columns cannot be named");
+  bool forced = false;
+  for (const column_plan& p : plans) forced |= p.how == column_plan::mode::forced;
+  if (!forced) return action::pass;  // rows scanned as text
+  if (!src->plain_options)
+    return refuse("a column rule applies to this COPY and its options (DELIMITER, QUOTE, NULL, ...) keep the "
+                  "gateway from splitting rows into columns; use FORMAT text or csv with no other options");
+  copy_plans_ = std::move(plans);
+  copy_csv_ = src->csv;
+  copy_header_pending_ = src->header;
+  return action::pass;
+}
+
+namespace {
+
+// Splits one COPY text or CSV row (without its line end) into fields:
+// [begin, end) of each, quotes included.
+bool split_copy_row(std::string_view row, bool csv, std::vector<std::pair<size_t, size_t>>& out) {
+  out.clear();
+  const char delim = csv ? ',' : '\t';
+  size_t i = 0;
+  for (;;) {
+    const size_t from = i;
+    if (csv && i < row.size() && row[i] == '"') {
+      ++i;
+      for (;;) {
+        if (i >= row.size()) return false;
+        if (row[i] == '"') {
+          if (i + 1 < row.size() && row[i + 1] == '"') {
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        ++i;
+      }
+      if (i < row.size() && row[i] != delim) return false;
+    } else {
+      while (i < row.size() && row[i] != delim) {
+        if (!csv && row[i] == '\\') ++i;  // an escape: its byte is data
+        ++i;
+      }
+      if (i > row.size()) return false;
+    }
+    out.emplace_back(from, i);
+    if (i >= row.size()) return true;
+    ++i;  // the delimiter
+  }
+}
+
+}  // namespace
+
 // One COPY TO STDOUT row (the server sends one per CopyData in text and CSV).
 result_filter::action result_filter::mask_copy_row(bytes frame, std::string& out) {
-  const bytes row = frame.subspan(header_bytes);
+  bytes row = frame.subspan(header_bytes);
+  std::string rebuilt;
+  if (!copy_plans_.empty()) {
+    if (copy_header_pending_) {
+      copy_header_pending_ = false;  // column names, not values
+    } else {
+      std::string_view text(reinterpret_cast<const char*>(row.data()), row.size());
+      std::string_view line_end;
+      if (text.ends_with("\r\n")) line_end = "\r\n";
+      else if (text.ends_with('\n')) line_end = "\n";
+      text.remove_suffix(line_end.size());
+      std::vector<std::pair<size_t, size_t>> fields;
+      if (!split_copy_row(text, copy_csv_, fields) || fields.size() != copy_plans_.size())
+        return refuse("a COPY row does not split into the columns its statement names");
+      for (size_t i = 0; i < fields.size(); ++i) {
+        std::string_view f = text.substr(fields[i].first, fields[i].second - fields[i].first);
+        if (i > 0) rebuilt += copy_csv_ ? ',' : '\t';
+        const column_plan& plan = copy_plans_[i];
+        const bool null = copy_csv_ ? f.empty() : f == "\\N";
+        if (plan.how != column_plan::mode::forced || null) {
+          rebuilt += f;
+          continue;
+        }
+        if (copy_csv_ && f.size() >= 2 && f.front() == '"') f = f.substr(1, f.size() - 2);
+        value_out_.clear();
+        const mask_outcome o = masker_->mask_value(
+            plan, {reinterpret_cast<const uint8_t*>(f.data()), f.size()}, value_out_);
+        ++values_rewritten_;
+        if (o == mask_outcome::null) rebuilt += copy_csv_ ? "" : "\\N";
+        else if (o == mask_outcome::rewritten) rebuilt += value_out_;
+        else rebuilt += copy_csv_ ? "" : "\\N";  // a forced plan never leaves a value unchanged
+      }
+      rebuilt += line_end;
+      row = {reinterpret_cast<const uint8_t*>(rebuilt.data()), rebuilt.size()};
+    }
+  }
   value_out_.clear();
-  if (masker_->mask_text(row, value_out_) != mask_outcome::rewritten) return action::pass;
+  if (masker_->mask_text(row, value_out_) != mask_outcome::rewritten) {
+    if (rebuilt.empty()) return action::pass;
+    value_out_ = std::move(rebuilt);
+  }
   ++values_rewritten_;
   out.clear();
   append_frame(out, 'd', value_out_);

@@ -18,6 +18,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -35,37 +36,109 @@ struct row_column {
   int16_t format = 0;  // 0 text, 1 binary
 };
 
-// Table and column names for result columns, read from the upstream's
-// catalog for the tables that column rules name (RowDescription carries only
-// a table OID and an attribute number). One per target per shard, shared by
-// its sessions; re-read when older than fresh_s or when the rules change.
+// Table and column names for result columns (RowDescription carries only a
+// table OID and an attribute number), read from the upstream's catalog for
+// EVERY table, view, materialized view, foreign table and composite type,
+// with their row types: column rules follow a result column to its source
+// column whatever the result calls it, and whole-row values are recognised
+// by their type. One per target per shard, shared by its sessions; re-read
+// when older than fresh_s. A read that fails or looks wrong (no rows, or
+// without pg_catalog's own tables) never replaces the one in use.
+//
+// Size: entries_max attributes. Measured (200,000 columns of 20-byte names
+// in 10,000 tables): 13.4 MiB per target per shard, 100 ms of add_row and
+// 12 ms for protected_by() on the shard thread. A fresh PostgreSQL 15
+// database holds 2,005 columns in 208 relations (pg_catalog and
+// information_schema); 1,000 more tables of 21 columns make 23,005, read
+// in 40 ms. A bigger catalog is read up to entries_max (lowest OIDs first)
+// and marked truncated: then a column of a table it lacks cannot be
+// resolved and its rows are refused, and whole rows are forced, while the
+// policy has column rules (fail closed).
 struct table_catalog {
-  struct entry {
-    std::string table;   // "schema.table"
-    std::string column;  // attname
+  struct relation {
+    std::string name;                  // "schema.table"
+    std::string schema;                // nspname
+    std::vector<std::string> columns;  // attname by attnum - 1; empty: dropped
+    uint32_t row_type = 0;             // the composite type of a whole row
+    uint32_t array_type = 0;           // its array type
   };
   static constexpr size_t entries_max = 200000;
   static constexpr int64_t fresh_s = 60;
+  // After a session met a table the catalog lacks (created since the read),
+  // the next login re-reads once the catalog is this old.
+  static constexpr int64_t reread_s = 5;
 
-  std::unordered_map<uint64_t, entry> columns;  // key: table OID << 16 | attnum
-  std::string tables_key;                       // the rule tables it was read for
+  std::unordered_map<uint32_t, relation> relations;      // by pg_class OID
+  std::unordered_map<uint32_t, uint32_t> row_types;      // row or row-array type OID -> relation OID
+  std::unordered_multimap<std::string, uint32_t> by_name;  // relname -> relation OIDs
+  size_t entries = 0;
+  bool truncated = false;  // more than entries_max attributes: some tables are missing
   int64_t read_at_s = 0;
+  mutable bool missed_table = false;  // a result named a table OID it lacks
 
-  const entry* find(uint32_t table_oid, int16_t attnum) const {
-    if (table_oid == 0 || attnum <= 0) return nullptr;
-    const auto it = columns.find((uint64_t{table_oid} << 16) | static_cast<uint16_t>(attnum));
-    return it == columns.end() ? nullptr : &it->second;
+  // What the masker in use makes of the catalog (protected(), below):
+  // computed once per masker and catalog read, on first need.
+  struct protection {
+    std::shared_ptr<data_masker> masker;
+    std::unordered_map<uint32_t, column_plan> relations;  // relation OID -> the plan of a forced column
+    std::vector<std::string> names;                       // attnames some rule forces, unique
+    bool any = false;
+  };
+  mutable protection protection_;
+
+  struct column_ref {
+    std::string_view table;
+    std::string_view column;
+  };
+  bool find(uint32_t table_oid, int16_t attnum, column_ref& out) const {
+    if (table_oid == 0 || attnum <= 0) return false;
+    const auto it = relations.find(table_oid);
+    if (it == relations.end() || static_cast<size_t>(attnum) > it->second.columns.size()) return false;
+    const std::string& c = it->second.columns[static_cast<size_t>(attnum) - 1];
+    if (c.empty()) return false;
+    out = {it->second.name, c};
+    return true;
   }
-  bool fresh(std::string_view key, int64_t now_s) const {
-    return read_at_s != 0 && tables_key == key && now_s - read_at_s < fresh_s;
+  // The relation whose whole row (or array of rows) a value of this type is.
+  const relation* relation_of_type(uint32_t type_oid, uint32_t* oid = nullptr) const {
+    const auto it = row_types.find(type_oid);
+    if (it == row_types.end()) return nullptr;
+    const auto r = relations.find(it->second);
+    if (r == relations.end()) return nullptr;
+    if (oid != nullptr) *oid = it->second;
+    return &r->second;
+  }
+  bool fresh(int64_t now_s) const {
+    return read_at_s != 0 && now_s - read_at_s < (missed_table ? reread_s : fresh_s);
   }
   // Adds one row of catalog_query()'s result (text format); false if malformed.
   bool add_row(bytes data_row_body);
+  // Empty when a finished read may replace the catalog in use; else why not.
+  std::string implausible() const;
+  // The masker's column rules applied to every catalogued column.
+  const protection& protected_by(const std::shared_ptr<data_masker>& masker) const;
 };
 
-// The query that reads the catalog for these tables; empty if none.
-std::string catalog_query(std::span<const std::string> tables);
-std::string catalog_key(std::span<const std::string> tables);
+// The query that reads the whole catalog. Every operator and type is
+// qualified with pg_catalog: it runs in the client's upstream session,
+// whose search_path is the client's to choose (and may put a schema with
+// its own `=` first).
+std::string catalog_query();
+
+// The source of a COPY ... TO STDOUT statement, as far as the gateway reads
+// it: a table (maybe schema-qualified) and an optional column list, in text
+// or CSV with default delimiters. Anything else (COPY (query) TO, options it
+// does not know, several statements) leaves known false.
+struct copy_source {
+  bool known = false;
+  std::string schema;                // empty: found through search_path
+  std::string table;
+  std::vector<std::string> columns;  // empty: every column
+  bool csv = false;
+  bool header = false;
+  bool plain_options = true;         // only FORMAT/HEADER/CSV: fields can be split
+};
+copy_source parse_copy_source(std::string_view sql);
 
 // Parses a RowDescription body; false if malformed.
 bool parse_row_description(bytes body, std::vector<row_column>& out);
@@ -121,6 +194,11 @@ class result_filter {
   action on_backend_piece(const frame_header& header, bytes piece, bool first, bool last, std::string& out);
   // Between the first and the last piece of a frame on_backend_piece masks.
   bool streaming() const { return piece_.active; }
+
+  // The SQL of command `seq` (a Query's string or a Parse's statement),
+  // given as the command goes upstream: COPY TO STDOUT names its columns
+  // only there. Only COPY statements are kept (the last copy_commands_max).
+  void note_command_text(uint64_t seq, std::string_view sql);
 
   // The columns of the result in progress (names), for recordings.
   const std::vector<row_column>& columns() const { return columns_; }
@@ -206,6 +284,9 @@ class result_filter {
   action mask_parameter_status(bytes frame, std::string& out);
   action mask_function_result(bytes frame, bool binary, std::string& out);
   action mask_copy_row(bytes frame, std::string& out);
+  action start_copy(uint64_t seq, bytes body);
+  void plan_whole_values(const std::vector<row_column>& columns);
+  bool json_holds_protected(bytes value) const;
   action refuse(std::string why);
   template <typename Map, typename Value>
   void remember(Map& map, const std::string& key, Value&& value);
@@ -219,6 +300,17 @@ class result_filter {
   std::vector<row_column> columns_;
   std::vector<row_column> last_columns_;
   std::vector<column_plan> plans_;
+  // Per column of the result in progress: a json/jsonb expression checked
+  // value by value for keys a column rule protects (row_to_json(u)).
+  std::vector<uint8_t> json_guard_;
+  column_plan json_forced_;
+  std::string refusal_;  // set by start_result: its rows cannot be masked
+  // COPY TO STDOUT: the statements seen, and the fields of the copy in progress.
+  static constexpr size_t copy_commands_max = 64;
+  std::deque<std::pair<uint64_t, copy_source>> copy_commands_;
+  std::vector<column_plan> copy_plans_;  // empty: the row is scanned as text
+  bool copy_csv_ = false;
+  bool copy_header_pending_ = false;
   std::deque<outstanding> outstanding_;
   std::unordered_map<std::string, std::shared_ptr<statement>> statements_;
   std::unordered_map<std::string, std::shared_ptr<portal>> portals_;

@@ -1270,25 +1270,23 @@ bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
   return true;
 }
 
-// Column rules that name tables need RowDescription's table OIDs resolved:
-// after login, before the client's first ReadyForQuery, the gateway asks the
-// upstream itself (once a minute per target and shard at most).
+// Column rules follow result columns to their source columns, which needs
+// RowDescription's table OIDs resolved: after login, before the client's
+// first ReadyForQuery, the gateway reads the upstream's catalog itself (once
+// a minute per target and shard at most).
 bool session::start_catalog_read(bytes ready_for_query) {
   if (!filter_.active() || catalog_pending_) return false;
-  const std::span<const std::string> tables = filter_.masker()->rule_tables();
-  if (tables.empty()) return false;
-  std::string key = catalog_key(tables);
-  if (catalog_.fresh(key, now_s())) return false;
+  if (!filter_.masker()->has_column_rules()) return false;
+  if (catalog_.fresh(now_s())) return false;
   ++probe_.catalog_reads;
   catalog_pending_ = true;
   catalog_error_.clear();
-  catalog_key_ = std::move(key);
   // Read beside the shared one, which other sessions keep using meanwhile
   // and keep as it was if this read fails.
   catalog_reading_ = std::make_unique<table_catalog>();
   login_ready_.assign(reinterpret_cast<const char*>(ready_for_query.data()), ready_for_query.size());
   std::string query;
-  std::string body = catalog_query(tables);
+  std::string body = catalog_query();
   body.push_back('\0');
   append_frame(query, 'Q', body);
   send_to_upstream(query);
@@ -1308,14 +1306,17 @@ bool session::on_catalog_frame(const frame_header& header, bytes frame) {
     case 'Z': {
       catalog_pending_ = false;
       std::unique_ptr<table_catalog> read = std::move(catalog_reading_);
+      // This session's read replaces the shard's only when it looks whole: a
+      // read something filtered (an operator of the session's own) must not
+      // switch column rules off for the other sessions.
+      if (catalog_error_.empty()) catalog_error_ = read->implausible();
       if (!catalog_error_.empty()) {
-        // Without the catalog, table rules cannot be applied: fail closed.
+        // Without the catalog, column rules cannot be applied: fail closed.
         fail("58000", "masking: cannot read the upstream's catalog for column rules: " + catalog_error_);
         return false;
       }
-      catalog_.columns.swap(read->columns);
-      catalog_.tables_key = catalog_key_;
-      catalog_.read_at_s = now_s();
+      read->read_at_s = now_s();
+      catalog_ = std::move(*read);
       std::string ready;
       ready.swap(login_ready_);
       if (!relay_upstream_frame(header, as_bytes(ready))) return false;
@@ -1388,10 +1389,12 @@ void session::record_session_start() {
   shard_.recorder->session_start(e);
 }
 
-void session::record_command(const frame_header& header, bytes frame, const policy_decision* decision) {
+bool session::record_command(const frame_header& header, bytes frame, const policy_decision* decision) {
   ++command_seq_;
   command_started_us_ = now_us();
-  if (shard_.recorder == nullptr) return;
+  // COPY TO STDOUT names its columns only in its text.
+  if (header.type != 'F' && tracking_) filter_.note_command_text(command_seq_, command_text(header, frame));
+  if (shard_.recorder == nullptr) return true;
   const std::string_view text = header.type == 'F' ? std::string_view("(function call)") : command_text(header, frame);
   prompt_context from_comment;
   const bool commented = header.type != 'F' && prompt_from_comment(text, from_comment);
@@ -1410,14 +1413,17 @@ void session::record_command(const frame_header& header, bytes frame, const poli
   c.text = text;
   c.classification = kinds;
   c.prompt = {prompt.prompt_id, prompt.prompt_text, prompt.traceparent};
-  shard_.recorder->command(c);
+  bool recorded = shard_.recorder->command(c);
   if (decision != nullptr)
-    record_decision(command_seq_, to_string(decision->action), decision->rule_id, {}, decision->message);
+    recorded &= record_decision(command_seq_, to_string(decision->action), decision->rule_id, {}, decision->message);
+  // A command whose record is not where the recorder promised (appended;
+  // with fsync "always", synced) runs only when recording fails open.
+  return recorded || shard_.recorder->fail_open();
 }
 
-void session::record_decision(uint64_t seq, std::string_view action, std::string_view rule,
+bool session::record_decision(uint64_t seq, std::string_view action, std::string_view rule,
                               std::string_view approver, std::string_view reason) {
-  if (shard_.recorder == nullptr) return;
+  if (shard_.recorder == nullptr) return true;
   rec_decision d;
   d.id = id_;
   d.unix_us = now_us();
@@ -1426,7 +1432,7 @@ void session::record_decision(uint64_t seq, std::string_view action, std::string
   d.rule_id = rule;
   d.approver = approver;
   d.reason = reason;
-  shard_.recorder->decision(d);
+  return shard_.recorder->decision(d);
 }
 
 void session::record_result(uint64_t seq, const frame_header& header, bytes frame) {

@@ -175,8 +175,11 @@ class session final : public session_handler {
   // Masking and recording.
   bool relay_upstream_frame(const frame_header& header, bytes frame);
   void record_session_start();
-  void record_command(const frame_header& header, bytes frame, const policy_decision* decision);
-  void record_decision(uint64_t seq, std::string_view action, std::string_view rule,
+  // False when the command's record (or its decision's) could not be
+  // appended, or synced as fsync "always" promises, while recording fails
+  // closed: the command must not go upstream (58030, as recording_refuses).
+  bool record_command(const frame_header& header, bytes frame, const policy_decision* decision);
+  bool record_decision(uint64_t seq, std::string_view action, std::string_view rule,
                        std::string_view approver, std::string_view reason);
   void record_result(uint64_t seq, const frame_header& header, bytes frame);
   bool recording_refuses();

@@ -94,6 +94,9 @@ class MaskingTest(h.GatewayTestCase):
                 (CARD_DASHED,))
             cur.execute("INSERT INTO vault VALUES (1, 'top-secret-key', 4242, '2020-02-02')")
             cur.execute("INSERT INTO plain SELECT g, 'row ' || g FROM generate_series(1, 1000) g")
+            cur.execute("CREATE TABLE bigcopy (id int, v text)")
+            cur.execute("INSERT INTO bigcopy SELECT 1, repeat('x', 1500000) || %s || repeat('y', 100) || %s",
+                        (f" {CARD} ", f" {EMAIL}"))
             conn.commit()
 
     def assert_no_raw(self, text, what):
@@ -148,7 +151,9 @@ class MaskingTest(h.GatewayTestCase):
 
     def test_copy_to_stdout_text_and_csv(self):
         for fmt in ("text", "csv"):
-            res = self.psql_gw(["-c", f"COPY (SELECT id, email, card, ssn FROM customers ORDER BY id) "
+            # A table's columns: under column rules a COPY of a query is refused
+            # (test_catalog_attacks.py).
+            res = self.psql_gw(["-c", f"COPY customers (id, email, card, ssn) "
                                       f"TO STDOUT WITH (FORMAT {fmt})"], check=True)
             self.assert_no_raw(res.stdout, f"COPY {fmt}")
             lines = res.stdout.strip().splitlines()
@@ -257,8 +262,7 @@ class MaskingTest(h.GatewayTestCase):
         return stdout, stderr, proc.returncode, peak - baseline
 
     def test_copy_row_bigger_than_the_bound_is_masked(self):
-        sql = (f"COPY (SELECT 1, repeat('x', 1500000) || ' {CARD} ' || repeat('y', 100) || ' {EMAIL}') "
-               f"TO STDOUT")
+        sql = "COPY bigcopy TO STDOUT"
         res = self.psql_gw(["-c", sql], check=True)
         self.assertNotIn(CARD, res.stdout)
         self.assertNotIn(EMAIL, res.stdout)

@@ -3,8 +3,10 @@
 // synced, so a test can "crash" (drop what was not), fail writes and syncs
 // with ENOSPC/EIO on demand, and corrupt bytes directly.
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -22,11 +24,15 @@ struct memory_fs {
   };
   std::map<std::string, std::shared_ptr<file_data>> files;
   std::set<std::string> dirs;
-  int write_errno = 0;        // every write fails with this
+  // Atomic: a test may set them while a recorder's writer thread runs.
+  std::atomic<int> write_errno{0};   // every write fails with this
   uint64_t space_left = UINT64_MAX;  // bytes that can still be written, then ENOSPC
-  int sync_errno = 0;         // every sync fails with this
+  std::atomic<int> sync_errno{0};    // every sync fails with this
   bool hold_syncs = false;    // asynchronous syncs do not complete while set
-  uint64_t syncs = 0;
+  std::atomic<uint64_t> syncs{0};
+  // Called at the start of every write and sync, on the thread doing it
+  // (set before the recorder is opened).
+  std::function<void()> on_io;
 
   // Power loss: every file keeps its synced bytes plus keep_unsynced more.
   void crash(size_t keep_unsynced = 0) {
@@ -42,6 +48,7 @@ class memory_file final : public segment_file {
 
   status append(std::span<const iovec> iov, uint64_t offset) override {
     if (!writable_) return status(errc::io, "read-only");
+    if (fs_.on_io) fs_.on_io();
     if (fs_.write_errno != 0) return status(errc::io, path_ + ": " + strerror(fs_.write_errno));
     for (const iovec& v : iov) {
       size_t n = v.iov_len;
@@ -65,6 +72,7 @@ class memory_file final : public segment_file {
     return n;
   }
   status sync() override {
+    if (fs_.on_io) fs_.on_io();
     ++fs_.syncs;
     if (fs_.sync_errno != 0) return status(errc::io, path_ + ": " + strerror(fs_.sync_errno));
     f_->synced = f_->data.size();

@@ -5,13 +5,17 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "io/recording/format.h"
 #include "io/recording/replay.h"
 #include "io/recording/shard_recorder.h"
 #include "tests/io/memory_file_ops.h"
+
+#include <set>
 
 namespace agentgate::recording {
 namespace {
@@ -30,10 +34,12 @@ std::unique_ptr<shard_recorder> open_recorder(memory_fs& fs, shard_recorder_opti
   return r ? std::move(*r) : nullptr;
 }
 
+// The writer stepped by hand on the test's thread (poll() runs its timers).
 shard_recorder_options memory_options() {
   shard_recorder_options o;
   o.dir = "/rec";
   o.recover_interval_ms = 0;
+  o.writer_thread = false;
   return o;
 }
 
@@ -124,6 +130,204 @@ TEST(RecordingWriter, FsyncAlwaysSyncsBeforeReturning) {
   fs.crash();
   std::unique_ptr<shard_recorder> dead(r.release());  // the process died; freed after the check
   EXPECT_EQ(20u, recorded_seqs(fs).size());
+}
+
+// Issue 10 item 14: with fsync_always a record counts only once synced. A
+// sync that fails, also the one a segment roll does, makes the call false so
+// the session refuses that very command.
+TEST(RecordingWriter, FsyncAlwaysReportsAFailedSyncOnTheCommandItself) {
+  memory_fs fs;
+  shard_recorder_options o = memory_options();
+  o.fsync_always = true;
+  auto r = open_recorder(fs, o);
+  const session_id id = session_id::generate();
+  ASSERT_TRUE(r->command(command(id, 1, "SELECT 1")));
+  fs.sync_errno = EIO;
+  EXPECT_FALSE(r->command(command(id, 2, "DELETE FROM t")));
+  EXPECT_FALSE(r->available());
+  EXPECT_LT(r->probe().synced, r->probe().appended);
+}
+
+TEST(RecordingWriter, FsyncAlwaysReportsAFailedSyncAtASegmentRoll) {
+  memory_fs fs;
+  shard_recorder_options o = memory_options();
+  o.fsync_always = true;
+  o.segment_bytes = 32 * 1024;  // the smallest: this command rolls the segment
+  auto r = open_recorder(fs, o);
+  const session_id id = session_id::generate();
+  fs.sync_errno = EIO;
+  EXPECT_FALSE(r->command(command(id, 1, "DELETE FROM t -- " + std::string(40000, 'x'))));
+  EXPECT_FALSE(r->available());
+  EXPECT_GE(r->probe().sync_errors, 1u);
+}
+
+TEST(RecordingWriter, FsyncAlwaysReportsAFailedWriteOnTheCommandItself) {
+  memory_fs fs;
+  shard_recorder_options o = memory_options();
+  o.fsync_always = true;
+  auto r = open_recorder(fs, o);
+  const session_id id = session_id::generate();
+  ASSERT_TRUE(r->command(command(id, 1, "SELECT 1")));
+  fs.space_left = 10;
+  EXPECT_FALSE(r->command(command(id, 2, "DELETE FROM t")));
+  EXPECT_FALSE(r->available());
+}
+
+// --- the writer thread (issue 10 item 14: the shard thread never runs the I/O) ---
+
+// Blocks every write and sync while closed; remembers which threads did I/O.
+struct io_gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = true;
+  std::set<std::thread::id> threads;
+  void pass() {
+    std::unique_lock<std::mutex> lock(mu);
+    threads.insert(std::this_thread::get_id());
+    cv.wait(lock, [&] { return open; });
+  }
+  void set(bool o) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      open = o;
+    }
+    cv.notify_all();
+  }
+  bool io_on(std::thread::id id) {
+    std::lock_guard<std::mutex> lock(mu);
+    return threads.count(id) != 0;
+  }
+};
+
+shard_recorder_options threaded_options() {
+  shard_recorder_options o;
+  o.dir = "/rec";
+  o.recover_interval_ms = 0;
+  o.writer_thread = true;
+  return o;
+}
+
+TEST(RecordingWriterThread, CommandsNeverWaitForTheDiskInIntervalMode) {
+  memory_fs fs;
+  io_gate gate;
+  auto r = open_recorder(fs, threaded_options());  // start-up I/O runs on the opener
+  fs.on_io = [&] { gate.pass(); };
+  gate.set(false);  // the disk hangs
+  const session_id id = session_id::generate();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t seq = 1; seq <= 100; ++seq) ASSERT_TRUE(r->command(command(id, seq, "SELECT 1")));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
+  // Past the queue's bound a record cannot be appended: false at once, counted.
+  bool refused = false;
+  for (uint64_t seq = 101; seq <= 101 + shard_recorder::queue_entries_max && !refused; ++seq) {
+    const auto a = std::chrono::steady_clock::now();
+    refused = !r->command(command(id, seq, "SELECT 1"));
+    EXPECT_LT(std::chrono::steady_clock::now() - a, std::chrono::milliseconds(200)) << "waited on the disk";
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_GE(r->probe().events_unrecorded, 1u);
+  gate.set(true);
+  ASSERT_TRUE(r->flush().is_ok());
+  EXPECT_FALSE(gate.io_on(std::this_thread::get_id())) << "a write or sync ran on the caller's thread";
+  EXPECT_FALSE(gate.threads.empty());
+  r.reset();
+  fs.on_io = nullptr;
+  EXPECT_GE(recorded_seqs(fs).size(), 100u);
+}
+
+TEST(RecordingWriterThread, FsyncAlwaysReturnsTheWritersVerdict) {
+  memory_fs fs;
+  io_gate gate;
+  shard_recorder_options o = threaded_options();
+  o.fsync_always = true;
+  o.recover_interval_ms = 600000;  // stays unavailable for the test
+  auto r = open_recorder(fs, o);
+  fs.on_io = [&] { gate.pass(); };
+  const session_id id = session_id::generate();
+  for (uint64_t seq = 1; seq <= 5; ++seq) ASSERT_TRUE(r->command(command(id, seq, "UPDATE t SET x = 1")));
+  ASSERT_TRUE(r->flush().is_ok());  // the probe is the writer's snapshot as of its last round
+  EXPECT_EQ(r->probe().synced, r->probe().appended);
+  EXPECT_FALSE(gate.io_on(std::this_thread::get_id()));
+  fs.sync_errno = EIO;
+  EXPECT_FALSE(r->command(command(id, 6, "DELETE FROM t")));
+  EXPECT_FALSE(r->available());
+  EXPECT_NE(std::string::npos, r->failure_reason().find("Input/output error")) << r->failure_reason();
+  EXPECT_FALSE(r->command(command(id, 7, "DELETE FROM t")));
+  r.reset();
+  fs.sync_errno = 0;
+  fs.on_io = nullptr;
+  fs.crash();
+  const std::vector<uint64_t> seqs = recorded_seqs(fs);
+  EXPECT_EQ(seqs, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+}
+
+TEST(RecordingWriterThread, FsyncAlwaysRefusesWhileTheDiskHangs) {
+  memory_fs fs;
+  io_gate gate;
+  shard_recorder_options o = threaded_options();
+  o.fsync_always = true;
+  o.verdict_wait_ms = 100;
+  auto r = open_recorder(fs, o);
+  fs.on_io = [&] { gate.pass(); };
+  const session_id id = session_id::generate();
+  ASSERT_TRUE(r->command(command(id, 1, "SELECT 1")));
+  gate.set(false);
+  EXPECT_FALSE(r->command(command(id, 2, "DELETE FROM t")));  // after verdict_wait_ms
+  EXPECT_FALSE(r->available());
+  EXPECT_NE(std::string::npos, r->failure_reason().find("has not completed")) << r->failure_reason();
+  const auto a = std::chrono::steady_clock::now();
+  EXPECT_FALSE(r->command(command(id, 3, "DELETE FROM t")));
+  EXPECT_LT(std::chrono::steady_clock::now() - a, std::chrono::milliseconds(50)) << "refused at once while stalled";
+  gate.set(true);
+  for (int i = 0; i < 1000 && !r->available(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(r->available());
+  EXPECT_TRUE(r->command(command(id, 4, "SELECT 2")));
+  r.reset();
+  fs.on_io = nullptr;
+}
+
+struct verdicts final : record_waiter {
+  std::vector<std::pair<uint64_t, bool>> got;
+  void on_recorded(uint64_t ticket, bool recorded) override { got.emplace_back(ticket, recorded); }
+};
+
+// The hook for a session that holds its command until the record is
+// durable: submit_command returns at once, the verdict comes from poll().
+TEST(RecordingWriterThread, SubmittedCommandsHearTheirVerdictFromPoll) {
+  memory_fs fs;
+  io_gate gate;
+  shard_recorder_options o = threaded_options();
+  o.fsync_always = true;
+  auto r = open_recorder(fs, o);
+  fs.on_io = [&] { gate.pass(); };
+  gate.set(false);
+  verdicts w;
+  const session_id id = session_id::generate();
+  EXPECT_TRUE(r->durable_later());
+  const uint64_t t1 = r->submit_command(command(id, 1, "UPDATE t SET x = 1"), &w);
+  ASSERT_NE(0u, t1);
+  const uint64_t t2 = r->submit_command(command(id, 2, "UPDATE t SET x = 2"), &w);
+  r->forget(t2);  // its session went away
+  r->poll(1);
+  EXPECT_TRUE(w.got.empty()) << "not durable while the disk hangs";
+  gate.set(true);
+  for (int i = 0; i < 1000 && w.got.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    r->poll(2);
+  }
+  ASSERT_EQ(w.got.size(), 1u);
+  EXPECT_EQ(w.got[0], std::make_pair(t1, true));
+  fs.sync_errno = EIO;
+  const uint64_t t3 = r->submit_command(command(id, 3, "DELETE FROM t"), &w);
+  ASSERT_NE(0u, t3);
+  for (int i = 0; i < 1000 && w.got.size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    r->poll(3);
+  }
+  ASSERT_EQ(w.got.size(), 2u);
+  EXPECT_EQ(w.got[1], std::make_pair(t3, false));
+  r.reset();
+  fs.on_io = nullptr;
 }
 
 TEST(RecordingWriter, NoSpaceMakesItUnavailableUntilRecovered) {

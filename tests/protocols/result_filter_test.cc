@@ -629,6 +629,16 @@ TEST_F(streamed_row_test, rows_of_an_undescribed_result_are_streamed_as_text) {
 }
 
 TEST_F(streamed_row_test, copy_rows_keep_their_framing) {
+  // Under column rules a COPY must name a table the catalog knows.
+  table_catalog catalog;
+  for (const auto& [attnum, name] : {std::pair{1, "id"}, std::pair{2, "note"}}) {
+    std::string row = u16(7);
+    for (const std::string& v : std::vector<std::string>{"5000", "public", "t", std::to_string(attnum), name, "9001", "9002"})
+      row += u32(static_cast<uint32_t>(v.size())) + v;
+    ASSERT_TRUE(catalog.add_row(as_bytes(row)));
+  }
+  filter.set_catalog(&catalog);
+  filter.note_command_text(7, "COPY t TO STDOUT");
   EXPECT_TRUE(filter.on_frontend('Q', as_bytes(std::string("copy\0", 5)), 7));
   std::string unused;
   const std::string h = frame('H', std::string(1, '\0') + u16(2) + u16(0) + u16(0));
@@ -687,5 +697,277 @@ TEST_F(result_filter_test, a_masker_that_cannot_stream_fails_closed) {
   EXPECT_EQ(filter.on_backend_piece(h.header, as_bytes(f).first(12), true, false, o), result_filter::action::fail);
   EXPECT_NE(filter.failure().find("streamed"), std::string::npos);
 }
+}  // namespace
+}  // namespace agentgate::pg
+
+// ---- catalog, source columns, whole rows and COPY (issue 10, items 10 and 11) ----
+
+namespace agentgate::pg {
+namespace {
+
+// A policy with one column rule: a column whose name or source column is
+// "password" is forced ("[REDACTED]").
+class rules_masker final : public data_masker {
+ public:
+  bool active() const override { return true; }
+  bool has_column_rules() const override { return true; }
+  column_plan plan(const result_column& c) override {
+    column_plan p;
+    p.type_oid = c.type_oid;
+    p.binary = c.binary;
+    p.how = c.name == "password" || c.column == "password" ? column_plan::mode::forced : column_plan::mode::text;
+    return p;
+  }
+  mask_outcome mask_value(const column_plan& plan, std::span<const uint8_t>, std::string& out) override {
+    if (plan.how != column_plan::mode::forced) return mask_outcome::unchanged;
+    out += "[REDACTED]";
+    return mask_outcome::rewritten;
+  }
+  mask_outcome mask_text(std::span<const uint8_t>, std::string&) override { return mask_outcome::unchanged; }
+  std::span<const std::string> hit_names() const override { return names_; }
+  std::span<const uint64_t> hits() const override { return hits_; }
+  uint64_t bytes_scanned() const override { return 0; }
+
+ private:
+  std::vector<std::string> names_{"column:0"};
+  std::vector<uint64_t> hits_{0};
+};
+
+std::string catalog_row(uint32_t oid, const std::string& nsp, const std::string& rel, int attnum,
+                        const std::string& att, uint32_t row_type, uint32_t array_type) {
+  return data_row({std::to_string(oid), nsp, rel, std::to_string(attnum), att, std::to_string(row_type),
+                   std::to_string(array_type)})
+      .substr(5);
+}
+
+// pg_class (anchor) and public.users (id, name, password), row type 9001, array 9002.
+table_catalog sample_catalog() {
+  table_catalog c;
+  EXPECT_TRUE(c.add_row(as_bytes(catalog_row(1259, "pg_catalog", "pg_class", 2, "relname", 83, 273))));
+  EXPECT_TRUE(c.add_row(as_bytes(catalog_row(5000, "public", "users", 1, "id", 9001, 9002))));
+  EXPECT_TRUE(c.add_row(as_bytes(catalog_row(5000, "public", "users", 2, "name", 9001, 9002))));
+  EXPECT_TRUE(c.add_row(as_bytes(catalog_row(5000, "public", "users", 3, "password", 9001, 9002))));
+  return c;
+}
+
+std::string described(const std::vector<std::tuple<std::string, uint32_t, int16_t, uint32_t>>& cols) {
+  std::string body = u16(static_cast<uint16_t>(cols.size()));
+  for (const auto& [name, table, attnum, type] : cols) {
+    body += name + '\0';
+    body += u32(table) + u16(static_cast<uint16_t>(attnum)) + u32(type) + u16(0xffff) + u32(0xffffffff) + u16(0);
+  }
+  return frame('T', body);
+}
+
+class catalog_test : public ::testing::Test {
+ protected:
+  catalog_test() {
+    filter.set_masker(masker);
+    filter.set_catalog(&catalog);
+  }
+  result_filter::action backend(const std::string& f) {
+    const header_result h = decode_header(direction::backend, as_bytes(f), 1u << 20);
+    EXPECT_EQ(h.status, frame_status::frame);
+    out.clear();
+    return filter.on_backend(h.header, as_bytes(f), out);
+  }
+  void query(const std::string& sql, uint64_t seq = 7) {
+    filter.note_command_text(seq, sql);
+    EXPECT_TRUE(filter.on_frontend('Q', as_bytes(sql + '\0'), seq));
+  }
+  std::shared_ptr<rules_masker> masker = std::make_shared<rules_masker>();
+  table_catalog catalog = sample_catalog();
+  result_filter filter;
+  std::string out;
+};
+
+TEST(catalog_query, every_operator_and_type_is_qualified) {
+  const std::string q = catalog_query();
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (q[i] != '=' && q[i] != '>' && q[i] != '<') continue;
+    // Each comparison is OPERATOR(pg_catalog.=) or OPERATOR(pg_catalog.>).
+    ASSERT_GE(i, 20u) << q;
+    EXPECT_EQ(q.substr(i - 20, 20), "OPERATOR(pg_catalog.") << q;
+  }
+  EXPECT_EQ(q.find(" IN "), std::string::npos) << "IN compares with an unqualified =";
+  EXPECT_NE(q.find("'::pg_catalog.\"char\"[]"), std::string::npos);
+  EXPECT_NE(q.find("0::pg_catalog.int2"), std::string::npos);
+}
+
+TEST(catalog_read, an_empty_or_filtered_read_never_replaces_the_catalog) {
+  table_catalog empty;
+  EXPECT_FALSE(empty.implausible().empty());
+  table_catalog filtered;
+  ASSERT_TRUE(filtered.add_row(as_bytes(catalog_row(5000, "public", "users", 1, "id", 9001, 9002))));
+  EXPECT_FALSE(filtered.implausible().empty());
+  EXPECT_TRUE(sample_catalog().implausible().empty());
+  // Malformed rows are refused.
+  table_catalog c;
+  EXPECT_FALSE(c.add_row(as_bytes(data_row({"1", "a", "b", "1", "x"}).substr(5))));
+  EXPECT_FALSE(c.add_row(as_bytes(catalog_row(0, "a", "b", 1, "x", 1, 2))));
+  EXPECT_FALSE(c.add_row(as_bytes(catalog_row(5, "a", "b", 0, "x", 1, 2))));
+}
+
+TEST(catalog_read, entries_are_bounded_and_the_overflow_is_marked) {
+  table_catalog c;
+  for (size_t i = 0; i <= table_catalog::entries_max; ++i)
+    ASSERT_TRUE(c.add_row(as_bytes(catalog_row(static_cast<uint32_t>(10000 + i / 1000), "s", "t" + std::to_string(i / 1000),
+                                               static_cast<int>(i % 1000) + 1, "c", 1, 2))));
+  EXPECT_EQ(c.entries, table_catalog::entries_max);
+  EXPECT_TRUE(c.truncated);
+}
+
+TEST_F(catalog_test, an_alias_of_any_tables_column_is_resolved_to_its_source) {
+  query("select password as p, name as password2 from users");
+  backend(described({{"p", 5000, 3, 25}, {"password2", 5000, 2, 25}}));
+  ASSERT_EQ(backend(data_row({"hunter2", "alice"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out), (std::vector<std::optional<std::string>>{"[REDACTED]", "alice"}));
+}
+
+TEST_F(catalog_test, a_table_newer_than_the_read_makes_the_next_login_read_again) {
+  catalog.read_at_s = 1000;
+  EXPECT_TRUE(catalog.fresh(1000 + table_catalog::reread_s));
+  query("select x from newer");
+  backend(described({{"x", 7777, 1, 25}}));
+  EXPECT_NE(backend(data_row({"v"})), result_filter::action::fail);  // scanned, not refused
+  EXPECT_TRUE(catalog.missed_table);
+  EXPECT_TRUE(catalog.fresh(1000 + table_catalog::reread_s - 1));
+  EXPECT_FALSE(catalog.fresh(1000 + table_catalog::reread_s));
+}
+
+TEST_F(catalog_test, a_truncated_catalog_refuses_columns_it_cannot_name) {
+  catalog.truncated = true;
+  query("select x from t");
+  backend(described({{"x", 7777, 1, 25}}));
+  EXPECT_EQ(backend(data_row({"v"})), result_filter::action::fail);
+  EXPECT_NE(filter.failure().find("catalog does not cover"), std::string::npos) << filter.failure();
+}
+
+TEST_F(catalog_test, whole_rows_of_a_protected_table_are_forced) {
+  query("select u, array_agg(u), row(1), row_to_json(u), json_build_object('a', 1) from users u");
+  backend(described({{"u", 0, 0, 9001}, {"array_agg", 0, 0, 9002}, {"row", 0, 0, 2249},
+                     {"row_to_json", 0, 0, 114}, {"json_build_object", 0, 0, 114}}));
+  ASSERT_EQ(backend(data_row({"(1,alice,hunter2)", "{\"(1,alice,hunter2)\"}", "(1)",
+                              "{\"id\":1,\"password\":\"hunter2\"}", "{\"a\":1}"})),
+            result_filter::action::rewritten);
+  const auto v = decode_row(out);
+  EXPECT_EQ(v[0], "[REDACTED]");
+  EXPECT_EQ(v[1], "[REDACTED]");
+  EXPECT_EQ(v[2], "[REDACTED]");
+  EXPECT_EQ(v[3], "[REDACTED]");
+  EXPECT_EQ(v[4], "{\"a\":1}");  // a JSON expression without a protected key
+}
+
+TEST_F(catalog_test, whole_rows_of_an_unprotected_table_pass) {
+  ASSERT_TRUE(catalog.add_row(as_bytes(catalog_row(6000, "public", "plain", 1, "v", 9101, 9102))));
+  query("select p from plain p");
+  backend(described({{"p", 0, 0, 9101}}));
+  EXPECT_EQ(backend(data_row({"(x)"})), result_filter::action::pass);
+}
+
+TEST_F(catalog_test, a_truncated_catalog_forces_whole_rows_it_may_have_read_in_part) {
+  ASSERT_TRUE(catalog.add_row(as_bytes(catalog_row(6000, "public", "wide", 1, "v", 9101, 9102))));
+  catalog.truncated = true;  // "wide" may have had a protected column past the cut
+  query("select w from wide w");
+  backend(described({{"w", 0, 0, 9101}}));
+  ASSERT_EQ(backend(data_row({"(x)"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], "[REDACTED]");
+}
+
+TEST(copy_statement, sources_the_gateway_can_name) {
+  copy_source s = parse_copy_source("COPY users TO STDOUT");
+  EXPECT_TRUE(s.known);
+  EXPECT_EQ(s.table, "users");
+  EXPECT_TRUE(s.schema.empty());
+  s = parse_copy_source(" /* x /* nested */ */ copy Public.\"Users\" ( id , \"Pass\"\"word\" ) to stdout "
+                        "with (format csv, header) ; ");
+  ASSERT_TRUE(s.known);
+  EXPECT_EQ(s.schema, "public");
+  EXPECT_EQ(s.table, "Users");
+  EXPECT_EQ(s.columns, (std::vector<std::string>{"id", "Pass\"word"}));
+  EXPECT_TRUE(s.csv);
+  EXPECT_TRUE(s.header);
+  EXPECT_TRUE(s.plain_options);
+  s = parse_copy_source("COPY users TO STDOUT WITH CSV HEADER");
+  EXPECT_TRUE(s.known && s.csv && s.header);
+  s = parse_copy_source("COPY users TO STDOUT (FORMAT csv, DELIMITER '|')");
+  EXPECT_TRUE(s.known);
+  EXPECT_FALSE(s.plain_options);
+  EXPECT_FALSE(parse_copy_source("COPY (SELECT 1) TO STDOUT").known);
+  EXPECT_FALSE(parse_copy_source("COPY users TO STDOUT; COPY (SELECT password FROM users) TO STDOUT").known);
+  EXPECT_FALSE(parse_copy_source("SELECT 1; COPY users TO STDOUT").known);
+  EXPECT_FALSE(parse_copy_source("COPY users TO '/tmp/x'").known);
+  EXPECT_FALSE(parse_copy_source("COPY users TO STDOUT WITH CSV DELIMITER '|'").known);
+}
+
+std::string copy_out(uint16_t n) {
+  std::string body(1, '\0');
+  body += u16(n);
+  for (uint16_t i = 0; i < n; ++i) body += u16(0);
+  return frame('H', body);
+}
+
+TEST_F(catalog_test, copy_of_a_table_masks_the_protected_columns) {
+  query("COPY users TO STDOUT");
+  ASSERT_EQ(backend(copy_out(3)), result_filter::action::pass);
+  ASSERT_EQ(backend(frame('d', "1\talice\thunter2\n")), result_filter::action::rewritten);
+  EXPECT_EQ(out, frame('d', "1\talice\t[REDACTED]\n"));
+  ASSERT_EQ(backend(frame('d', "2\tbob\t\\N\n")), result_filter::action::rewritten);
+  EXPECT_EQ(out, frame('d', "2\tbob\t\\N\n"));  // NULL stays NULL
+  ASSERT_EQ(backend(frame('d', "3\tb\\tx\tpw\\\\\\tx\n")), result_filter::action::rewritten);
+  EXPECT_EQ(out, frame('d', "3\tb\\tx\t[REDACTED]\n"));
+  backend(frame('c', ""));
+  backend(frame('C', std::string("COPY 3\0", 7)));
+  backend(frame('Z', "I"));
+
+  query("COPY public.users (password, id) TO STDOUT (FORMAT csv, HEADER)", 8);
+  ASSERT_EQ(backend(copy_out(2)), result_filter::action::pass);
+  EXPECT_EQ(backend(frame('d', "password,id\n")), result_filter::action::pass);  // the header
+  ASSERT_EQ(backend(frame('d', "\"a,\"\"b\",1\n")), result_filter::action::rewritten);
+  EXPECT_EQ(out, frame('d', "[REDACTED],1\n"));
+  backend(frame('c', ""));
+  backend(frame('C', std::string("COPY 1\0", 7)));
+  backend(frame('Z', "I"));
+
+  query("COPY users (id, name) TO STDOUT", 9);
+  ASSERT_EQ(backend(copy_out(2)), result_filter::action::pass);
+  EXPECT_EQ(backend(frame('d', "1\talice\n")), result_filter::action::pass);
+}
+
+TEST_F(catalog_test, copy_the_gateway_cannot_name_is_refused_under_column_rules) {
+  query("COPY (SELECT password FROM users) TO STDOUT");
+  EXPECT_EQ(backend(copy_out(1)), result_filter::action::fail);
+  EXPECT_NE(filter.failure().find("cannot tell which columns"), std::string::npos) << filter.failure();
+
+  result_filter f2;
+  f2.set_masker(masker);
+  f2.set_catalog(&catalog);
+  f2.note_command_text(3, "COPY nosuch TO STDOUT");
+  ASSERT_TRUE(f2.on_frontend('Q', as_bytes(std::string("COPY nosuch TO STDOUT\0", 22)), 3));
+  const std::string h = copy_out(1);
+  std::string o;
+  EXPECT_EQ(f2.on_backend(decode_header(direction::backend, as_bytes(h), 1 << 20).header, as_bytes(h), o),
+            result_filter::action::fail);
+  EXPECT_NE(f2.failure().find("not in the gateway's catalog"), std::string::npos) << f2.failure();
+}
+
+TEST_F(catalog_test, copy_with_other_options_or_other_columns_fails_closed) {
+  query("COPY users TO STDOUT (FORMAT csv, DELIMITER '|')");
+  EXPECT_EQ(backend(copy_out(3)), result_filter::action::fail);
+
+  result_filter f2;
+  f2.set_masker(masker);
+  f2.set_catalog(&catalog);
+  f2.note_command_text(3, "COPY users TO STDOUT");
+  ASSERT_TRUE(f2.on_frontend('Q', as_bytes(std::string("COPY users TO STDOUT\0", 21)), 3));
+  std::string o;
+  const std::string h = copy_out(3);
+  ASSERT_EQ(f2.on_backend(decode_header(direction::backend, as_bytes(h), 1 << 20).header, as_bytes(h), o),
+            result_filter::action::pass);
+  const std::string d = frame('d', "1\talice\n");  // fewer fields than the table has
+  EXPECT_EQ(f2.on_backend(decode_header(direction::backend, as_bytes(d), 1 << 20).header, as_bytes(d), o),
+            result_filter::action::fail);
+}
+
 }  // namespace
 }  // namespace agentgate::pg
