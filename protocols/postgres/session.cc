@@ -698,7 +698,7 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
   if (header.type == 'B' || header.type == 'C' ||
       (decision != nullptr && decision->action == policy_action::allow && (header.type == 'Q' || header.type == 'P')))
     if (const verdict v = gate_execution(header, frame); v != verdict::forward) return v;
-  if (is_command(header.type)) record_command(header, frame, decision);
+  if (is_command(header.type) && !record_command(header, frame, decision)) return refuse_unrecorded(header.type != 'Q' && header.type != 'F');
   forget_statements_ = decision != nullptr && header.type != 'F' && tracking_ &&
                        changes_prepared_statements(shard_.inspector->last_statements());
   if (decision != nullptr && decision->action == policy_action::require_approval &&
@@ -801,8 +801,11 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
   std::string frame;
   frame.swap(held_frame_);
   const frame_header header{frame[0], read_u32(reinterpret_cast<const uint8_t*>(frame.data()) + 1)};
-  record_decision(command_seq_, approved ? "approved" : "denied", {}, approver, reason);
-  if (approved) {
+  const bool recorded = record_decision(command_seq_, approved ? "approved" : "denied", {}, approver, reason) ||
+                        shard_.recorder->fail_open();
+  if (approved && !recorded) {
+    refuse_unrecorded(header.type != 'Q');
+  } else if (approved) {
     // Goes upstream exactly once: the held copy, now. What it prepares
     // runs once on this approval; later executions ask again.
     if (header.type == 'P') {
@@ -858,7 +861,7 @@ session::verdict session::gate_execution(const frame_header& header, bytes frame
     if (sql_gate_ == nullptr || shard_.inspector == nullptr) return verdict::forward;
     for (const statement_facts& f : shard_.inspector->last_statements())
       if (f.kind == "EXECUTE") {
-        record_command(header, frame, nullptr);
+        if (!record_command(header, frame, nullptr)) return refuse_unrecorded(header.type == 'P');
         const gate_rule rule = *sql_gate_;
         return hold(header, frame, rule.decision());
       }
@@ -870,7 +873,8 @@ session::verdict session::gate_execution(const frame_header& header, bytes frame
   in.cstr(&statement);
   const auto it = gated_.find(std::string(statement.substr(0, 63)));
   const std::string parameters = bind_parameters_text(frame.subspan(header_bytes));
-  record_bind(frame, it == gated_.end() ? std::string_view() : std::string_view(it->second.sql), parameters);
+  if (!record_bind(frame, it == gated_.end() ? std::string_view() : std::string_view(it->second.sql), parameters))
+    return refuse_unrecorded(true);
   if (it == gated_.end()) return verdict::forward;
   if (!it->second.used) {
     it->second.used = true;
@@ -944,10 +948,10 @@ std::string session::bind_parameters_text(bytes body) {
 
 // Every execution is recorded, with its parameters: a Bind is a command of
 // its own, and its rows are recorded under it.
-void session::record_bind(bytes frame, std::string_view statement_sql, std::string_view parameters) {
+bool session::record_bind(bytes frame, std::string_view statement_sql, std::string_view parameters) {
   ++command_seq_;
   command_started_us_ = now_us();
-  if (shard_.recorder == nullptr) return;
+  if (shard_.recorder == nullptr) return true;
   body_reader in(frame.subspan(header_bytes));
   std::string_view portal, statement;
   in.cstr(&portal);
@@ -967,7 +971,18 @@ void session::record_bind(bytes frame, std::string_view statement_sql, std::stri
   c.message_kind = 'B';
   c.text = text;
   c.prompt = {prompt_.prompt_id, prompt_.prompt_text, prompt_.traceparent};
-  shard_.recorder->command(c);
+  return shard_.recorder->command(c) || shard_.recorder->fail_open();
+}
+
+// A command whose record could not be appended (or synced, with fsync
+// "always") does not run: 58030, the session stays usable.
+session::verdict session::refuse_unrecorded(bool extended) {
+  ++probe_.commands_unrecordable;
+  const std::string why = shard_.recorder != nullptr ? std::string(shard_.recorder->failure_reason()) : "";
+  return refuse_with("58030",
+                     "recording failed" + (why.empty() ? std::string() : " (" + why + ")") +
+                         "; the gateway runs no command it cannot record",
+                     extended);
 }
 
 bool session::on_cancel_requested() {

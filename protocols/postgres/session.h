@@ -152,7 +152,8 @@ class session final : public session_handler {
   // Approvals are for one execution (finding 9 of issue 10).
   verdict gate_execution(const frame_header& header, bytes frame);
   std::string bind_parameters_text(bytes bind_body);
-  void record_bind(bytes frame, std::string_view statement_sql, std::string_view parameters);
+  [[nodiscard]] bool record_bind(bytes frame, std::string_view statement_sql, std::string_view parameters);
+  verdict refuse_unrecorded(bool extended);
   std::string_view command_text(const frame_header& header, bytes frame) const;
   void respond_error(std::string error);
   void flush_synthetic_responses();

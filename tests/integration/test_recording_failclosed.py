@@ -50,7 +50,6 @@ class RecordingFailClosedTest(h.GatewayTestCase):
     # Fails until guard() refuses when record_command() returns false (the
     # one-line hook the session rewrite takes on, see issue 10 item 14):
     # then remove this decorator.
-    @unittest.expectedFailure
     def test_a_command_whose_record_failed_does_not_run(self):
         import psycopg2
         pad = "x" * 4000
