@@ -288,7 +288,7 @@ status check_address_free(const net_address& address) {
 
 uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,
                          std::vector<listener_spec> listeners, const shard_group& group)
-    : shard_id_(shard_id), cpu_(cpu), config_(config), group_(group) {
+    : shard_id_(shard_id), cpu_(cpu), config_(config), group_(group), control_inbox_(inbox_capacity) {
   for (const listener_spec& spec : listeners) {
     auto l = std::make_unique<listener>();
     l->fd = spec.fd;
@@ -299,7 +299,7 @@ uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,
   }
   upstream_tls_.assign(listeners_.size(), nullptr);
   // Queues are made here, before any thread runs, so senders never race their creation.
-  const size_t senders = group.shards.empty() ? 2 : group.shards.size() + 1;
+  const size_t senders = group.shards.empty() ? 1 : group.shards.size();
   for (size_t i = 0; i < senders; ++i)
     inboxes_.push_back(std::make_unique<spsc_queue<std::unique_ptr<shard_task>>>(inbox_capacity));
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -409,11 +409,9 @@ bool uring_shard::post(int target, std::unique_ptr<shard_task> task) {
 }
 
 bool uring_shard::post_from_control(std::unique_ptr<shard_task> task) {
-  // Several control-plane threads (signals, key refresh, the admin API) share
-  // the one control inbox: they take turns as its single producer. The
-  // shard itself never takes this lock.
-  std::lock_guard<std::mutex> lock(control_post_mutex_);
-  return push(static_cast<int>(inboxes_.size()) - 1, std::move(task));
+  if (!control_inbox_.post(std::move(task))) return false;
+  wake();
+  return true;
 }
 
 void uring_shard::describe_sessions(std::string& out) const {
@@ -448,6 +446,7 @@ void uring_shard::drain_inboxes() {
       (*task)->run(*this);
     }
   }
+  control_inbox_.drain(*this, inbox_capacity);
 }
 
 uring_shard::connection* uring_shard::new_connection(int client_fd, const listener* from) {

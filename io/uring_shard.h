@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 
 #include "core/config.h"
+#include "core/control_inbox.h"
 #include "core/session.h"
 #include "core/shard.h"
 #include "core/spsc_queue.h"
@@ -95,8 +96,10 @@ class uring_shard final : public shard_services {
   bool post(int target, std::unique_ptr<shard_task> task) override;
   void start_outbound(std::unique_ptr<session_handler> handler) override;
 
-  // From the control plane (main thread): queues a task for this shard.
+  // From the control plane (any thread): queues a task for this shard; see
+  // control_inbox for what happens when the shard is behind.
   bool post_from_control(std::unique_ptr<shard_task> task) override;
+  control_inbox_probe control_probe() { return control_inbox_.probe(); }
   // The sessions' own descriptions as a JSON array's items. Shard thread only.
   void describe_sessions(std::string& out) const;
   // Replaces the client TLS context; the shard takes the reference. Shard thread only.
@@ -143,9 +146,9 @@ class uring_shard final : public shard_services {
   const gateway_config& config_;
   const shard_group& group_;
   std::vector<std::unique_ptr<listener>> listeners_;
-  // inboxes_[sender]: one queue per other shard, plus one for the control plane (last).
+  // inboxes_[sender]: one queue per shard (this one's own included).
   std::vector<std::unique_ptr<spsc_queue<std::unique_ptr<shard_task>>>> inboxes_;
-  std::mutex control_post_mutex_;  // control-plane producers only
+  control_inbox control_inbox_;
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   bool wake_armed_ = false;

@@ -415,11 +415,7 @@ bool lwip_shard::post(int target, std::unique_ptr<shard_task> task) {
 }
 
 bool lwip_shard::post_from_control(std::unique_ptr<shard_task> task) {
-  std::lock_guard<std::mutex> lock(control_mutex_);
-  if (control_tasks_.size() >= inbox_capacity) return false;
-  control_tasks_.push_back(std::move(task));
-  control_pending_.store(true, std::memory_order_release);
-  return true;
+  return control_inbox_.post(std::move(task));
 }
 
 bool lwip_shard::drain_inboxes() {
@@ -431,16 +427,7 @@ bool lwip_shard::drain_inboxes() {
     task->run(*this);
     ran = true;
   }
-  if (control_pending_.load(std::memory_order_acquire)) {
-    std::deque<std::unique_ptr<shard_task>> tasks;
-    {
-      std::lock_guard<std::mutex> lock(control_mutex_);
-      tasks.swap(control_tasks_);
-      control_pending_.store(false, std::memory_order_relaxed);
-    }
-    for (auto& task : tasks) task->run(*this);
-    ran = true;
-  }
+  ran |= control_inbox_.drain(*this, inbox_capacity) > 0;
   return ran;
 }
 

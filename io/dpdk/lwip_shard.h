@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/control_inbox.h"
 #include "core/session.h"
 #include "core/shard.h"
 #include "core/status.h"
@@ -148,9 +149,7 @@ class lwip_shard final : public shard_services {
   bool lwip_ready_ = false;
 
   std::deque<std::unique_ptr<shard_task>> local_tasks_;
-  std::mutex control_mutex_;  // control-plane producers and the shard's swap
-  std::deque<std::unique_ptr<shard_task>> control_tasks_;
-  std::atomic<bool> control_pending_{false};
+  control_inbox control_inbox_{1024};
 
   std::vector<connection*> connections_;
   std::vector<connection*> ready_;     // lwIP reported something; the handler has not seen it
