@@ -209,6 +209,9 @@ std::string control_plane::metrics_text() {
   }
   counter(out, "agentgate_backpressure_pauses_total", "Times a side stopped being read because the other was slow.", "counter");
   per_shard("agentgate_backpressure_pauses_total", [](const shard_numbers& n) { return n.io.recv_paused; });
+  counter(out, "agentgate_client_reads_paused_total",
+          "Times a client stopped being read because it did not read its own replies.", "counter");
+  per_shard("agentgate_client_reads_paused_total", [](const shard_numbers& n) { return n.io.client_reads_paused; });
   counter(out, "agentgate_commands_total", "Commands judged by the policy, by action.", "counter");
   for (const auto& [i, n] : numbers)
     for (const auto& [target, p] : n->targets) {

@@ -9,7 +9,10 @@
 // buffer (so the kernel's buffer never moves under it). When the unsent
 // bytes for one side pass limits.unsent_bytes_max, the other side's recv is
 // cancelled until they drain below half of that: back-pressure, so a slow
-// client never makes the gateway hold a whole result.
+// client never makes the gateway hold a whole result. The client's own recv
+// is cancelled too when its unsent bytes pass the limit: the gateway answers
+// some commands itself (denials), and a client that sends them without
+// reading must not grow the buffer (nor the log, nor the recording).
 //
 // Each socket is also registered in the ring's file table at the slot of its
 // fd number (sends and recvs skip the per-operation file lookup); the slot is
@@ -72,6 +75,7 @@ struct shard_probe {
   uint64_t bytes_from_client = 0;
   uint64_t bytes_from_upstream = 0;
   uint64_t recv_paused = 0;   // back-pressure engagements
+  uint64_t client_reads_paused = 0;  // clients not read because they did not read their replies
   uint64_t buffer_exhausted = 0;
 };
 
@@ -114,8 +118,14 @@ class uring_shard final : public shard_services {
   io_uring_sqe* get_sqe();
   void arm_accept(listener& l);
   void arm_recv(connection& c, peer side);
-  void pause_recv(connection& c, peer side);
-  void resume_recv(connection& c, peer side);
+  // Why a side is not read; resumed when no reason is left.
+  enum pause_reason : uint8_t {
+    paused_for_other_side = 1,   // the other side's unsent bytes are over the limit
+    paused_for_own_replies = 2,  // this (client) side's own unsent bytes are
+    paused_for_close = 4,        // flushing the last words; never resumed
+  };
+  void pause_recv(connection& c, peer side, pause_reason why);
+  void resume_recv(connection& c, peer side, pause_reason why);
   void start_send(connection& c, peer side);
   void start_connect(connection& c, const net_address& address);
   void mark_dirty(connection& c);
