@@ -97,11 +97,13 @@ class ControlPlane : public ::testing::Test {
     return v.load();
   }
 
-  running_shards shards_{2};
+  // Destroyed bottom up: the shards stop (and drop what waits in their
+  // inboxes) before anything their tasks point to goes.
+  gate stalled_;
   policy_store store_;
   std::vector<std::unique_ptr<policy_guard>> guards_;
   std::unique_ptr<control_plane> control_;
-  gate stalled_;
+  running_shards shards_{2};
 };
 
 // Item 5 of issue 10: a shard answering after the fan-out gave up used to
