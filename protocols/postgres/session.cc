@@ -1282,7 +1282,7 @@ void session::record_command(const frame_header& header, bytes frame, const poli
   // A run of identical denials is recorded once, then counted.
   const bool denied = decision != nullptr && decision->action == policy_action::deny;
   repeated_denial& run = repeated_denial_;
-  if (denied && run.seq != 0 && text == run.text && decision->rule_id == run.rule_id) {
+  if (denied && run.seq != 0 && header.type == run.kind && text == run.text && decision->rule_id == run.rule_id) {
     ++run.repeats;
     run.last_seq = command_seq_;
     return;
@@ -1290,6 +1290,7 @@ void session::record_command(const frame_header& header, bytes frame, const poli
   record_repeated_denials();
   run.seq = 0;
   if (denied) {
+    run.kind = header.type;
     run.text.assign(text);
     run.rule_id.assign(decision->rule_id);
     run.seq = command_seq_;

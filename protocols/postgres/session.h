@@ -250,6 +250,7 @@ class session final : public session_handler {
   // recorded once plus a count (issue 10, item 7).
   log_budget denial_log_;
   struct repeated_denial {
+    char kind = 0;             // 'Q', 'P', 'F'
     std::string text;
     std::string rule_id;
     uint64_t seq = 0;          // the recorded one; 0: none to repeat
