@@ -5,6 +5,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstdio>
 #include <ctime>
 #include <memory>
@@ -248,6 +249,18 @@ void approval_service::stop() {
   stopping_ = false;
 }
 
+namespace {
+// Whose pending requests count together: issuer and subject, which no
+// issuer or subject string can forge (the separator is not allowed in them
+// unescaped: a NUL).
+std::string identity_key(const approval_request& q) {
+  std::string key = q.issuer;
+  key.push_back('\0');
+  key += q.subject;
+  return key;
+}
+}  // namespace
+
 result<std::string> approval_service::submit(approval_request request, verdict_fn on_verdict) {
   if (status s = check_request(request, options_); !s) {
     std::lock_guard lock(mu_);
@@ -275,6 +288,15 @@ result<std::string> approval_service::submit(approval_request request, verdict_f
       return status(errc::limit, "too many approval requests pending (" +
                                      std::to_string(options_.pending_max) + ")");
     }
+    const std::string who = identity_key(e.record.request);
+    size_t& mine = pending_by_identity_[who];
+    if (mine >= options_.pending_per_identity_max) {
+      if (mine == 0) pending_by_identity_.erase(who);
+      ++stats_.refused;
+      return status(errc::limit, "too many approval requests pending for this identity (" +
+                                     std::to_string(options_.pending_per_identity_max) + ")");
+    }
+    ++mine;
     e.seq = next_seq_++;
     earliest = deadlines_.empty() || e.deadline < deadlines_.begin()->first;
     deadlines_.emplace(e.deadline, *id);
@@ -301,6 +323,10 @@ result<std::string> approval_service::submit(approval_request request, verdict_f
 
 verdict_fn approval_service::finish_locked(entry& e, approval_state state, int64_t now_s) {
   deadlines_.erase({e.deadline, e.record.id});
+  if (auto it = pending_by_identity_.find(identity_key(e.record.request)); it != pending_by_identity_.end()) {
+    assert(it->second > 0);
+    if (--it->second == 0) pending_by_identity_.erase(it);
+  }
   e.record.state = state;
   e.record.decided_at_s = now_s;
   --stats_.pending;

@@ -109,6 +109,9 @@ struct approval_record {
 
 struct approval_options {
   size_t pending_max = 1000;
+  // Per requester (issuer and subject): one identity's flood of held
+  // commands must not use up everyone's pending_max.
+  size_t pending_per_identity_max = 50;
   size_t history_max = 1000;  // decided requests kept for listing; the oldest go first
   size_t command_bytes_max = 256 * 1024;
   size_t field_bytes_max = 4096;  // every other string of a request, and each group
@@ -160,7 +163,8 @@ class approval_service {
 
   // Records a held command and returns its id (32 hex digits from 16 random
   // bytes: the id is in URLs and webhooks, but it is not a credential).
-  // errc::limit when pending_max requests are pending or a field is over its
+  // errc::limit when pending_max requests are pending (or
+  // pending_per_identity_max of this requester's) or a field is over its
   // bound, errc::invalid_argument for a timeout_s of 0 or over timeout_s_max
   // or no approver group. On failure on_verdict is never called.
   result<std::string> submit(approval_request request, verdict_fn on_verdict);
@@ -217,6 +221,7 @@ class approval_service {
   std::condition_variable webhook_cv_;
   std::unordered_map<std::string, entry> entries_;  // pending and remembered
   std::set<std::pair<steady::time_point, std::string>> deadlines_;  // pending only
+  std::unordered_map<std::string, size_t> pending_by_identity_;     // identity_key -> pending count, no zeros
   std::deque<std::string> history_;  // decided ids, oldest first
   std::deque<webhook_job> webhooks_;
   uint64_t next_seq_ = 1;

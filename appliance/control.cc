@@ -12,15 +12,18 @@
 namespace agentgate {
 namespace {
 
-constexpr auto shard_answer_timeout = std::chrono::seconds(2);
-
 class function_task final : public shard_task {
  public:
-  explicit function_task(std::function<void()> fn) : fn_(std::move(fn)) {}
+  function_task(std::function<void()> fn, control_delivery delivery, const void* slot)
+      : fn_(std::move(fn)), delivery_(delivery), slot_(slot) {}
   void run(shard_services&) override { fn_(); }
+  control_delivery delivery() const override { return delivery_; }
+  const void* slot() const override { return slot_; }
 
  private:
   std::function<void()> fn_;
+  control_delivery delivery_;
+  const void* slot_;
 };
 
 void counter(std::string& out, const char* name, const char* help, const char* type) {
@@ -43,43 +46,102 @@ void sample(std::string& out, const char* name, const std::string& labels, uint6
 }  // namespace
 
 control_plane::control_plane(std::vector<shard_parts> shards, policy_store& store, std::string recording_dir)
-    : shards_(std::move(shards)), store_(store), recording_dir_(std::move(recording_dir)) {}
-
-bool control_plane::run_on_all_shards(const std::function<void(unsigned)>& fn) {
-  struct state {
-    std::mutex mu;
-    std::condition_variable cv;
-    unsigned done = 0;
-  };
-  auto st = std::make_shared<state>();
-  unsigned posted = 0;
-  for (unsigned i = 0; i < shards_.size(); ++i) {
-    auto task = std::make_unique<function_task>([st, fn, i] {
-      fn(i);
-      std::lock_guard<std::mutex> lock(st->mu);
-      ++st->done;
-      st->cv.notify_all();
-    });
-    if (shards_[i].shard->post_from_control(std::move(task))) ++posted;
-  }
-  std::unique_lock<std::mutex> lock(st->mu);
-  return st->cv.wait_for(lock, shard_answer_timeout, [&] { return st->done == posted; }) &&
-         posted == shards_.size();
+    : shards_(std::move(shards)),
+      store_(store),
+      recording_dir_(std::move(recording_dir)),
+      applied_(std::make_unique<std::atomic<uint64_t>[]>(shards_.size())) {
+  for (size_t i = 0; i < shards_.size(); ++i)
+    applied_[i].store(shards_[i].guard != nullptr ? shards_[i].guard->version() : 0);
 }
 
-status control_plane::publish(std::shared_ptr<const policy> rules) {
+// The answers live here, owned jointly by the asker and every task: a shard
+// that answers after the asker gave up writes into this, never into the
+// asker's freed stack or heap.
+template <typename T>
+struct control_plane::fan_out {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<T>> answers;
+  size_t waiting = 0;  // tasks posted and not yet answered
+};
+
+template <typename T>
+std::vector<std::optional<T>> control_plane::ask_all_shards(std::function<T(unsigned)> fn, control_delivery delivery,
+                                                            const std::function<const void*(unsigned)>& slot) {
+  auto st = std::make_shared<fan_out<T>>();
+  st->answers.resize(shards_.size());
+  auto shared_fn = std::make_shared<const std::function<T(unsigned)>>(std::move(fn));
+  for (unsigned i = 0; i < shards_.size(); ++i) {
+    {
+      std::lock_guard<std::mutex> lock(st->mu);
+      ++st->waiting;  // before posting: the task may run at once
+    }
+    auto task = std::make_unique<function_task>(
+        [st, shared_fn, i] {
+          T answer = (*shared_fn)(i);
+          std::lock_guard<std::mutex> lock(st->mu);
+          st->answers[i] = std::move(answer);
+          --st->waiting;
+          st->cv.notify_all();
+        },
+        delivery, slot ? slot(i) : nullptr);
+    if (!shards_[i].shard->post_from_control(std::move(task))) {
+      std::lock_guard<std::mutex> lock(st->mu);
+      --st->waiting;
+    }
+  }
+  std::unique_lock<std::mutex> lock(st->mu);
+  st->cv.wait_for(lock, std::chrono::milliseconds(answer_timeout_ms_), [&] { return st->waiting == 0; });
+  // Moved out under the lock; a late answer lands in the emptied slot.
+  std::vector<std::optional<T>> out = std::move(st->answers);
+  st->answers.assign(shards_.size(), std::nullopt);
+  return out;
+}
+
+bool control_plane::run_on_all_shards(const std::function<void(unsigned)>& fn) {
+  const std::vector<std::optional<bool>> done = ask_all_shards<bool>(
+      [fn](unsigned i) {
+        fn(i);
+        return true;
+      },
+      control_delivery::best_effort);
+  return std::all_of(done.begin(), done.end(), [](const std::optional<bool>& d) { return d.has_value(); });
+}
+
+std::vector<unsigned> control_plane::shards_without(uint64_t version) const {
+  std::vector<unsigned> out;
+  for (unsigned i = 0; i < shards_.size(); ++i)
+    if (shards_[i].guard != nullptr && applied_[i].load(std::memory_order_acquire) != version) out.push_back(i);
+  return out;
+}
+
+result<std::vector<unsigned>> control_plane::publish(std::shared_ptr<const policy> rules) {
   std::lock_guard<std::mutex> lock(publish_mutex_);
+  return publish_locked(std::move(rules));
+}
+
+result<std::vector<unsigned>> control_plane::publish_locked(std::shared_ptr<const policy> rules) {
   result<std::vector<guard_snapshot>> built = build_guard_snapshots(rules, shards_.size());
   if (!built) return built.error();
-  // Each shard takes its own scanner; the tasks own them until they run.
+  // Each shard takes its own scanner; the tasks own them until they run. A
+  // busy shard gets the swap late, never not at all (latest_wins: a newer
+  // swap replaces this one if both wait), and says so in applied_.
   auto snapshots = std::make_shared<std::vector<guard_snapshot>>(std::move(*built));
-  const bool all = run_on_all_shards([this, snapshots](unsigned i) {
-    shards_[i].guard->install(std::move((*snapshots)[i]));
-  });
-  if (!all) return {errc::timeout, "not every shard took the new policy in time"};
-  AG_INFO("policy version %llu is in force on %zu shards",
-          static_cast<unsigned long long>(rules->version()), shards_.size());
-  return status::ok();
+  const uint64_t version = rules->version();
+  (void)ask_all_shards<bool>(
+      [this, snapshots, version](unsigned i) {
+        shards_[i].guard->install(std::move((*snapshots)[i]));
+        applied_[i].store(version, std::memory_order_release);
+        return true;
+      },
+      control_delivery::latest_wins, [this](unsigned i) -> const void* { return shards_[i].guard; });
+  std::vector<unsigned> pending = shards_without(version);
+  if (pending.empty())
+    AG_INFO("policy version %llu is in force on %zu shards", static_cast<unsigned long long>(version), shards_.size());
+  else
+    AG_WARN("policy version %llu is not yet in force on %zu of %zu shards (busy); they take it when they next read their inbox",
+            static_cast<unsigned long long>(version), pending.size(), shards_.size());
+  return pending;
 }
 
 std::string control_plane::metrics_text() {
@@ -92,25 +154,33 @@ std::string control_plane::metrics_text() {
     recording::recording_probe rec;
     bool rec_available = false;
   };
-  std::vector<shard_numbers> numbers(shards_.size());
-  run_on_all_shards([&](unsigned i) {
-    numbers[i].io = shards_[i].shard->probe();
-    for (const pg::pg_session_factory* f : shards_[i].factories)
-      numbers[i].targets.emplace_back(f->target_name(), f->probe());
+  // Runs on shard i's thread; fills its own copy, which the fan-out keeps.
+  auto collect = [this](unsigned i) {
+    shard_numbers n;
+    n.io = shards_[i].shard->probe();
+    for (const pg::pg_session_factory* f : shards_[i].factories) n.targets.emplace_back(f->target_name(), f->probe());
     if (shards_[i].recorder != nullptr) {
-      numbers[i].rec = shards_[i].recorder->probe();
-      numbers[i].rec_available = shards_[i].recorder->available();
+      n.rec = shards_[i].recorder->probe();
+      n.rec_available = shards_[i].recorder->available();
     }
     if (shards_[i].guard != nullptr) {
-      numbers[i].policy_version = shards_[i].guard->version();
+      n.policy_version = shards_[i].guard->version();
       if (const std::shared_ptr<data_masker>& m = shards_[i].guard->masker(); m != nullptr) {
         const auto names = m->hit_names();
         const auto hits = m->hits();
-        for (size_t k = 0; k < names.size() && k < hits.size(); ++k) numbers[i].mask_hits.emplace_back(names[k], hits[k]);
-        numbers[i].mask_bytes = m->bytes_scanned();
+        for (size_t k = 0; k < names.size() && k < hits.size(); ++k) n.mask_hits.emplace_back(names[k], hits[k]);
+        n.mask_bytes = m->bytes_scanned();
       }
     }
-  });
+    return n;
+  };
+  const std::vector<std::optional<shard_numbers>> answers =
+      ask_all_shards<shard_numbers>(collect, control_delivery::best_effort);
+  // A shard that did not answer in time has no samples in this scrape, only
+  // agentgate_shard_answered 0.
+  std::vector<std::pair<unsigned, const shard_numbers*>> numbers;
+  for (unsigned i = 0; i < answers.size(); ++i)
+    if (answers[i]) numbers.emplace_back(i, &*answers[i]);
   std::string out;
   auto shard_label = [](unsigned i) { return "shard=\"" + std::to_string(i) + "\""; };
   auto target_labels = [&](unsigned i, const std::string& target) {
@@ -118,28 +188,33 @@ std::string control_plane::metrics_text() {
   };
   // One sample a shard, value(shard_numbers).
   auto per_shard = [&](const char* name, const auto& value) {
-    for (unsigned i = 0; i < numbers.size(); ++i) sample(out, name, shard_label(i), value(numbers[i]));
+    for (const auto& [i, n] : numbers) sample(out, name, shard_label(i), value(*n));
   };
   // One sample a shard and target, value(pg::session_probe).
   auto per_target = [&](const char* name, const auto& value) {
-    for (unsigned i = 0; i < numbers.size(); ++i)
-      for (const auto& [target, p] : numbers[i].targets) sample(out, name, target_labels(i, target), value(p));
+    for (const auto& [i, n] : numbers)
+      for (const auto& [target, p] : n->targets) sample(out, name, target_labels(i, target), value(p));
   };
+  counter(out, "agentgate_shard_answered", "1 if the shard answered this scrape in time.", "gauge");
+  for (unsigned i = 0; i < answers.size(); ++i) sample(out, "agentgate_shard_answered", shard_label(i), answers[i] ? 1 : 0);
   counter(out, "agentgate_sessions_open", "Sessions open, per shard.", "gauge");
   per_shard("agentgate_sessions_open", [](const shard_numbers& n) { return n.io.sessions_open; });
   counter(out, "agentgate_connections_accepted_total", "Client connections accepted.", "counter");
   per_shard("agentgate_connections_accepted_total", [](const shard_numbers& n) { return n.io.accepted; });
   counter(out, "agentgate_bytes_total", "Bytes received, by side.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i) {
+  for (const auto& [i, n] : numbers) {
     const std::string shard = shard_label(i);
-    sample(out, "agentgate_bytes_total", shard + ",direction=\"in\",side=\"client\"", numbers[i].io.bytes_from_client);
-    sample(out, "agentgate_bytes_total", shard + ",direction=\"in\",side=\"upstream\"", numbers[i].io.bytes_from_upstream);
+    sample(out, "agentgate_bytes_total", shard + ",direction=\"in\",side=\"client\"", n->io.bytes_from_client);
+    sample(out, "agentgate_bytes_total", shard + ",direction=\"in\",side=\"upstream\"", n->io.bytes_from_upstream);
   }
   counter(out, "agentgate_backpressure_pauses_total", "Times a side stopped being read because the other was slow.", "counter");
   per_shard("agentgate_backpressure_pauses_total", [](const shard_numbers& n) { return n.io.recv_paused; });
+  counter(out, "agentgate_client_reads_paused_total",
+          "Times a client stopped being read because it did not read its own replies.", "counter");
+  per_shard("agentgate_client_reads_paused_total", [](const shard_numbers& n) { return n.io.client_reads_paused; });
   counter(out, "agentgate_commands_total", "Commands judged by the policy, by action.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [target, p] : numbers[i].targets) {
+  for (const auto& [i, n] : numbers)
+    for (const auto& [target, p] : n->targets) {
       const std::string labels = target_labels(i, target);
       sample(out, "agentgate_commands_total", labels + ",action=\"allow\"", p.commands_allowed);
       sample(out, "agentgate_commands_total", labels + ",action=\"deny\"", p.commands_denied);
@@ -148,8 +223,8 @@ std::string control_plane::metrics_text() {
   counter(out, "agentgate_logins_refused_total", "Client logins refused (bad or expired tokens).", "counter");
   per_target("agentgate_logins_refused_total", [](const pg::session_probe& p) { return p.client_logins_refused; });
   counter(out, "agentgate_protocol_errors_total", "Malformed messages, by peer.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [target, p] : numbers[i].targets) {
+  for (const auto& [i, n] : numbers)
+    for (const auto& [target, p] : n->targets) {
       const std::string labels = target_labels(i, target);
       sample(out, "agentgate_protocol_errors_total", labels + ",peer=\"client\"", p.client_protocol_errors);
       sample(out, "agentgate_protocol_errors_total", labels + ",peer=\"upstream\"", p.upstream_protocol_errors);
@@ -159,20 +234,20 @@ std::string control_plane::metrics_text() {
   counter(out, "agentgate_masking_refusals_total", "Sessions ended because a result could not be masked.", "counter");
   per_target("agentgate_masking_refusals_total", [](const pg::session_probe& p) { return p.masking_refusals; });
   counter(out, "agentgate_mask_matches_total", "Masking matches, by detector, column rule or pattern.", "counter");
-  for (unsigned i = 0; i < numbers.size(); ++i)
-    for (const auto& [name, n] : numbers[i].mask_hits)
-      sample(out, "agentgate_mask_matches_total", shard_label(i) + ",detector=\"" + name + "\"", n);
+  for (const auto& [i, n] : numbers)
+    for (const auto& [name, hits] : n->mask_hits)
+      sample(out, "agentgate_mask_matches_total", shard_label(i) + ",detector=\"" + name + "\"", hits);
   counter(out, "agentgate_mask_scanned_bytes_total", "Bytes handed to the masking engine.", "counter");
   per_shard("agentgate_mask_scanned_bytes_total", [](const shard_numbers& n) { return n.mask_bytes; });
   counter(out, "agentgate_commands_unrecorded_total", "Commands refused because recording was unavailable.", "counter");
   per_target("agentgate_commands_unrecorded_total", [](const pg::session_probe& p) { return p.commands_unrecordable; });
   if (!recording_dir_.empty()) {
     counter(out, "agentgate_recording_offset_bytes", "Recording watermarks per shard: appended, written, synced.", "gauge");
-    for (unsigned i = 0; i < numbers.size(); ++i) {
+    for (const auto& [i, n] : numbers) {
       const std::string shard = shard_label(i);
-      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"appended\"", numbers[i].rec.appended);
-      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"written\"", numbers[i].rec.written);
-      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"synced\"", numbers[i].rec.synced);
+      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"appended\"", n->rec.appended);
+      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"written\"", n->rec.written);
+      sample(out, "agentgate_recording_offset_bytes", shard + ",watermark=\"synced\"", n->rec.synced);
     }
     counter(out, "agentgate_recording_events_total", "Events recorded.", "counter");
     per_shard("agentgate_recording_events_total", [](const shard_numbers& n) { return n.rec.events; });
@@ -191,17 +266,41 @@ std::string control_plane::metrics_text() {
 }
 
 std::string control_plane::sessions_json() {
-  std::vector<std::string> parts(shards_.size());
-  run_on_all_shards([&](unsigned i) { shards_[i].shard->describe_sessions(parts[i]); });
+  const std::vector<std::optional<std::string>> parts = ask_all_shards<std::string>(
+      [this](unsigned i) {
+        std::string part;
+        shards_[i].shard->describe_sessions(part);
+        return part;
+      },
+      control_delivery::best_effort);
   std::string out = "{\"sessions\":[";
   bool first = true;
-  for (const std::string& p : parts) {
-    if (p.empty()) continue;
+  std::string unanswered;
+  for (unsigned i = 0; i < parts.size(); ++i) {
+    if (!parts[i]) {
+      if (!unanswered.empty()) unanswered += ",";
+      unanswered += std::to_string(i);
+      continue;
+    }
+    if (parts[i]->empty()) continue;
     if (!first) out += ",";
-    out += p;
+    out += *parts[i];
     first = false;
   }
-  out += "]}";
+  out += "]";
+  // Shards too busy to answer in time: their sessions are missing above.
+  if (!unanswered.empty()) out += ",\"shards_unanswered\":[" + unanswered + "]";
+  out += "}";
+  return out;
+}
+
+// "1,3"
+std::string number_list(const std::vector<unsigned>& numbers) {
+  std::string out;
+  for (unsigned n : numbers) {
+    if (!out.empty()) out += ",";
+    out += std::to_string(n);
+  }
   return out;
 }
 
@@ -297,6 +396,10 @@ void control_plane::register_routes(admin_server& server) {
     if (current == nullptr) return http_response::error(404, "no policy is loaded");
     http_response r = http_response::json(200, current->text());
     r.headers.push_back({"X-Policy-Version", std::to_string(current->version())});
+    // Stored is not in force until every shard has swapped it in.
+    const std::vector<unsigned> pending = shards_without(current->version());
+    r.headers.push_back({"X-Policy-In-Force", pending.empty() ? "all-shards" : "pending"});
+    if (!pending.empty()) r.headers.push_back({"X-Policy-Shards-Pending", number_list(pending)});
     return r;
   });
   (void)server.route("GET", "/v1/policy/versions", [this](const http_request&) {
@@ -319,10 +422,19 @@ void control_plane::register_routes(admin_server& server) {
     if (!parsed) return http_response::json(400, policy_errors_json(parsed.error(), errors));
     result<std::vector<guard_snapshot>> probe = build_guard_snapshots(*parsed, 1);
     if (!probe) return http_response::error(400, probe.error().message());
+    // Stored and published under one lock, so versions reach the shards in order.
+    std::lock_guard<std::mutex> lock(publish_mutex_);
     result<std::shared_ptr<const policy>> stored = store_.put(req.body, "api " + req.peer, errors);
     if (!stored) return http_response::json(400, policy_errors_json(stored.error(), errors));
-    if (const status st = publish(*stored); !st) return http_response::error(503, st.message());
-    return http_response::json(200, "{\"version\":" + std::to_string((*stored)->version()) + "}");
+    const std::string version = std::to_string((*stored)->version());
+    result<std::vector<unsigned>> pending = publish_locked(*stored);
+    if (!pending) return http_response::error(500, pending.error().message());
+    if (pending->empty()) return http_response::json(200, "{\"version\":" + version + ",\"in_force\":true}");
+    // Accepted and on its way, not yet in force everywhere: say where not.
+    return http_response::json(
+        202, "{\"version\":" + version + ",\"in_force\":false,\"shards_pending\":[" + number_list(*pending) +
+                 "],\"message\":\"stored; not yet in force on every shard (busy shards take it when they next read "
+                 "their inbox; GET /v1/policy says when)\"}");
   });
 }
 

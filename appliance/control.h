@@ -3,8 +3,12 @@
 // session listings, each done by message to every shard (never by reading a
 // shard's state from another thread), plus the config API routes over them.
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <vector>
 
 #include "appliance/admin_server.h"
@@ -29,13 +33,21 @@ class control_plane {
   control_plane(std::vector<shard_parts> shards, policy_store& store, std::string recording_dir = {});
 
   // Runs fn(i) on shard i's thread for every shard and waits (bounded) for all.
-  // False if some shard did not answer in time.
+  // False if some shard did not answer in time (fn may still run there later:
+  // it must own or share what it touches).
   bool run_on_all_shards(const std::function<void(unsigned)>& fn);
 
   // Builds the classifier and per-shard scanners for a validated policy (off
   // the data path) and swaps them into every shard. Sessions use the new
-  // version from their next command.
-  status publish(std::shared_ptr<const policy> rules);
+  // version from their next command. Returns the shards that have not
+  // applied it within the answer timeout (empty: in force everywhere); they
+  // will (the swap is never dropped), unless a newer one replaces it first.
+  result<std::vector<unsigned>> publish(std::shared_ptr<const policy> rules);
+  // Shards (with a guard) whose policy in force is not this version.
+  std::vector<unsigned> shards_without(uint64_t version) const;
+
+  // How long a fan-out waits for the shards; tests shorten it.
+  void set_answer_timeout_ms(uint32_t ms) { answer_timeout_ms_ = ms; }
 
   std::string metrics_text();
   // Extra metrics from other control-plane parts (approvals), appended to /metrics.
@@ -52,10 +64,24 @@ class control_plane {
   void register_routes(admin_server& server);
 
  private:
+  template <typename T>
+  struct fan_out;
+  // Asks every shard fn(i) on its own thread and waits up to the answer
+  // timeout: answers[i] is empty for a shard that did not answer in time. The
+  // answers are owned by the fan-out, shared with the tasks, so a late shard
+  // writes into live memory. slot(i): the task's slot for latest_wins.
+  template <typename T>
+  std::vector<std::optional<T>> ask_all_shards(std::function<T(unsigned)> fn, control_delivery delivery,
+                                               const std::function<const void*(unsigned)>& slot = {});
+  result<std::vector<unsigned>> publish_locked(std::shared_ptr<const policy> rules);
+
   std::vector<shard_parts> shards_;
   policy_store& store_;
   std::string recording_dir_;
-  std::mutex publish_mutex_;  // one policy swap at a time
+  std::mutex publish_mutex_;  // one policy swap at a time, stored and published in order
+  // applied_[i]: the policy version shard i has swapped in (written by its thread).
+  std::unique_ptr<std::atomic<uint64_t>[]> applied_;
+  uint32_t answer_timeout_ms_ = 2000;
   std::vector<std::function<void(std::string&)>> metrics_sources_;  // set before the API starts
 };
 

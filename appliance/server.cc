@@ -43,6 +43,8 @@ class poll_recorder_task final : public shard_task {
  public:
   explicit poll_recorder_task(recording::shard_recorder& recorder) : recorder_(recorder) {}
   void run(shard_services&) override { recorder_.poll(monotonic_ms()); }
+  // A nudge every 20 ms: a busy shard skips some.
+  control_delivery delivery() const override { return control_delivery::best_effort; }
 
  private:
   recording::shard_recorder& recorder_;
@@ -62,6 +64,8 @@ class swap_tls_task final : public shard_task {
     shard_.set_server_tls_context(ctx_);
     ctx_ = nullptr;
   }
+  control_delivery delivery() const override { return control_delivery::latest_wins; }
+  const void* slot() const override { return &shard_; }
 
  private:
   io::uring_shard& shard_;
@@ -84,7 +88,7 @@ void reload_tls(const gateway_config& config, std::vector<std::unique_ptr<io::ur
   }
   for (size_t i = 0; i < shards.size(); ++i)
     if (!shards[i]->post_from_control(std::make_unique<swap_tls_task>(*shards[i], fresh[i])))
-      AG_ERROR("shard %zu did not take the new certificate: its inbox is full", i);
+      AG_ERROR("shard %zu did not take the new certificate", i);
   AG_INFO("TLS certificate reloaded from %s", config.tls.cert.c_str());
 }
 
@@ -226,7 +230,7 @@ int run_server(const std::string& config_path) {
     auto publish = [&](std::shared_ptr<const identity::verifier> v) {
       for (unsigned s = 0; s < shards.size(); ++s)
         if (!shards[s]->post_from_control(std::make_unique<swap_verifier_task>(*authenticators[s], v)))
-          AG_ERROR("shard %u did not take the new signing keys: its inbox is full", s);
+          AG_ERROR("shard %u did not take the new signing keys", s);
       AG_INFO("identity: new signing keys published to %zu shards", shards.size());
     };
     result<std::unique_ptr<identity::jwks_refresher>> made =

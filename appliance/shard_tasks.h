@@ -16,6 +16,10 @@ class swap_verifier_task final : public shard_task {
   swap_verifier_task(identity::jwt_authenticator& auth, std::shared_ptr<const identity::verifier> v)
       : auth_(auth), verifier_(std::move(v)) {}
   void run(shard_services&) override { auth_.set_verifier(std::move(verifier_)); }
+  // A busy shard gets the newest keys late, never not at all: a key removed
+  // from the JWKS must stop working on every shard.
+  control_delivery delivery() const override { return control_delivery::latest_wins; }
+  const void* slot() const override { return &auth_; }
 
  private:
   identity::jwt_authenticator& auth_;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -62,6 +63,22 @@ void log_write(log_level level, const char* fmt, ...) {
   line[n++] = '\n';
   ssize_t ignored = ::write(STDERR_FILENO, line, n);
   (void)ignored;
+}
+
+bool log_budget::allow(uint64_t now_ms, uint64_t& suppressed) {
+  if (refilled_at_ms_ == 0 || now_ms < refilled_at_ms_) refilled_at_ms_ = now_ms;
+  if (refill_ms_ > 0 && now_ms - refilled_at_ms_ >= refill_ms_) {
+    const uint64_t earned = (now_ms - refilled_at_ms_) / refill_ms_;
+    tokens_ = static_cast<uint32_t>(std::min<uint64_t>(burst_, tokens_ + earned));
+    refilled_at_ms_ += earned * refill_ms_;
+  }
+  if (tokens_ == 0) {
+    ++suppressed_;
+    return false;
+  }
+  --tokens_;
+  suppressed = take_suppressed();
+  return true;
 }
 
 }  // namespace agentgate

@@ -28,6 +28,12 @@ class spsc_queue {
     return true;
   }
 
+  // Consumer side: nothing to pop right now.
+  bool empty() {
+    tail_cache_ = tail_.load(std::memory_order_acquire);
+    return head_.load(std::memory_order_relaxed) == tail_cache_;
+  }
+
   // Consumer side.
   std::optional<T> pop() {
     const size_t head = head_.load(std::memory_order_relaxed);

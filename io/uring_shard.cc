@@ -97,7 +97,7 @@ struct uring_shard::connection final : session_io {
     size_t inflight_offset = 0;
     bool send_in_flight = false;
     bool recv_armed = false;
-    bool recv_paused = false;       // back-pressure from the other side
+    uint8_t recv_paused = 0;        // pause_reason bits; recv is off while any is set
     bool eof = false;
     bool fixed = false;             // registered in the ring's file table at slot fd
     std::unique_ptr<tls_channel> tls;  // set once TLS starts on this side
@@ -136,7 +136,14 @@ struct uring_shard::connection final : session_io {
       s.pending.insert(s.pending.end(), bytes.begin(), bytes.end());
     }
     owner->mark_dirty(*this);
-    if (s.unsent() > owner->config_.limits.unsent_bytes_max) owner->pause_recv(*this, other(to));
+    if (s.unsent() > owner->config_.limits.unsent_bytes_max) {
+      owner->pause_recv(*this, other(to), paused_for_other_side);
+      // A client that does not read what it is sent is not read either, as
+      // a server would do: else one whose every command the gateway answers
+      // itself (a denial) grows this buffer, the log and the recording
+      // without bound while the upstream stays idle.
+      if (to == peer::client) owner->pause_recv(*this, peer::client, paused_for_own_replies);
+    }
   }
 
   void connect_upstream(const net_address& address) override {
@@ -147,8 +154,8 @@ struct uring_shard::connection final : session_io {
   void close_after_flush() override {
     if (closed || closing) return;
     closing = true;
-    owner->pause_recv(*this, peer::client);
-    owner->pause_recv(*this, peer::upstream);
+    owner->pause_recv(*this, peer::client, paused_for_close);
+    owner->pause_recv(*this, peer::upstream, paused_for_close);
     owner->maybe_finish_close(*this);
   }
 
@@ -288,7 +295,7 @@ status check_address_free(const net_address& address) {
 
 uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,
                          std::vector<listener_spec> listeners, const shard_group& group)
-    : shard_id_(shard_id), cpu_(cpu), config_(config), group_(group) {
+    : shard_id_(shard_id), cpu_(cpu), config_(config), group_(group), control_inbox_(inbox_capacity) {
   for (const listener_spec& spec : listeners) {
     auto l = std::make_unique<listener>();
     l->fd = spec.fd;
@@ -299,7 +306,7 @@ uring_shard::uring_shard(int shard_id, int cpu, const gateway_config& config,
   }
   upstream_tls_.assign(listeners_.size(), nullptr);
   // Queues are made here, before any thread runs, so senders never race their creation.
-  const size_t senders = group.shards.empty() ? 2 : group.shards.size() + 1;
+  const size_t senders = group.shards.empty() ? 1 : group.shards.size();
   for (size_t i = 0; i < senders; ++i)
     inboxes_.push_back(std::make_unique<spsc_queue<std::unique_ptr<shard_task>>>(inbox_capacity));
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -409,11 +416,9 @@ bool uring_shard::post(int target, std::unique_ptr<shard_task> task) {
 }
 
 bool uring_shard::post_from_control(std::unique_ptr<shard_task> task) {
-  // Several control-plane threads (signals, key refresh, the admin API) share
-  // the one control inbox: they take turns as its single producer. The
-  // shard itself never takes this lock.
-  std::lock_guard<std::mutex> lock(control_post_mutex_);
-  return push(static_cast<int>(inboxes_.size()) - 1, std::move(task));
+  if (!control_inbox_.post(std::move(task))) return false;
+  wake();
+  return true;
 }
 
 void uring_shard::describe_sessions(std::string& out) const {
@@ -448,6 +453,7 @@ void uring_shard::drain_inboxes() {
       (*task)->run(*this);
     }
   }
+  control_inbox_.drain(*this, inbox_capacity);
 }
 
 uring_shard::connection* uring_shard::new_connection(int client_fd, const listener* from) {
@@ -498,21 +504,24 @@ void uring_shard::arm_recv(connection& c, peer side) {
   ++c.ops_in_flight;
 }
 
-void uring_shard::pause_recv(connection& c, peer side) {
+void uring_shard::pause_recv(connection& c, peer side, pause_reason why) {
   auto& s = c.side(side);
-  if (s.recv_paused) return;
-  s.recv_paused = true;
-  ++probe_.recv_paused;
-  if (!s.recv_armed) return;
+  if (s.recv_paused & why) return;
+  const bool was_paused = s.recv_paused != 0;
+  s.recv_paused |= why;
+  if (why == paused_for_own_replies) ++probe_.client_reads_paused;
+  if (why == paused_for_other_side) ++probe_.recv_paused;
+  if (was_paused || !s.recv_armed) return;
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_cancel64(sqe, make_user_data(&c, op_recv, side), 0);
   io_uring_sqe_set_data64(sqe, ignored_user_data);
 }
 
-void uring_shard::resume_recv(connection& c, peer side) {
+void uring_shard::resume_recv(connection& c, peer side, pause_reason why) {
   auto& s = c.side(side);
-  if (!s.recv_paused || c.closing) return;
-  s.recv_paused = false;
+  if (!(s.recv_paused & why) || c.closing) return;
+  s.recv_paused &= static_cast<uint8_t>(~why);
+  if (s.recv_paused != 0) return;
   arm_recv(c, side);
 }
 
@@ -754,9 +763,10 @@ void uring_shard::on_send(connection& c, peer side, const io_uring_cqe& cqe) {
   s.inflight.clear();
   s.inflight_offset = 0;
   start_send(c, side);
-  const peer reader = other(side);
-  if (c.side(reader).recv_paused && s.unsent() <= config_.limits.unsent_bytes_max / 2)
-    resume_recv(c, reader);
+  if (s.unsent() <= config_.limits.unsent_bytes_max / 2) {
+    resume_recv(c, other(side), paused_for_other_side);
+    if (side == peer::client) resume_recv(c, peer::client, paused_for_own_replies);
+  }
   maybe_finish_close(c);
 }
 

@@ -9,7 +9,10 @@
 // buffer (so the kernel's buffer never moves under it). When the unsent
 // bytes for one side pass limits.unsent_bytes_max, the other side's recv is
 // cancelled until they drain below half of that: back-pressure, so a slow
-// client never makes the gateway hold a whole result.
+// client never makes the gateway hold a whole result. The client's own recv
+// is cancelled too when its unsent bytes pass the limit: the gateway answers
+// some commands itself (denials), and a client that sends them without
+// reading must not grow the buffer (nor the log, nor the recording).
 //
 // Each socket is also registered in the ring's file table at the slot of its
 // fd number (sends and recvs skip the per-operation file lookup); the slot is
@@ -31,6 +34,7 @@
 #include <openssl/ssl.h>
 
 #include "core/config.h"
+#include "core/control_inbox.h"
 #include "core/session.h"
 #include "core/shard.h"
 #include "core/spsc_queue.h"
@@ -71,6 +75,7 @@ struct shard_probe {
   uint64_t bytes_from_client = 0;
   uint64_t bytes_from_upstream = 0;
   uint64_t recv_paused = 0;   // back-pressure engagements
+  uint64_t client_reads_paused = 0;  // clients not read because they did not read their replies
   uint64_t buffer_exhausted = 0;
 };
 
@@ -95,8 +100,10 @@ class uring_shard final : public shard_services {
   bool post(int target, std::unique_ptr<shard_task> task) override;
   void start_outbound(std::unique_ptr<session_handler> handler) override;
 
-  // From the control plane (main thread): queues a task for this shard.
+  // From the control plane (any thread): queues a task for this shard; see
+  // control_inbox for what happens when the shard is behind.
   bool post_from_control(std::unique_ptr<shard_task> task) override;
+  control_inbox_probe control_probe() { return control_inbox_.probe(); }
   // The sessions' own descriptions as a JSON array's items. Shard thread only.
   void describe_sessions(std::string& out) const;
   // Replaces the client TLS context; the shard takes the reference. Shard thread only.
@@ -111,8 +118,14 @@ class uring_shard final : public shard_services {
   io_uring_sqe* get_sqe();
   void arm_accept(listener& l);
   void arm_recv(connection& c, peer side);
-  void pause_recv(connection& c, peer side);
-  void resume_recv(connection& c, peer side);
+  // Why a side is not read; resumed when no reason is left.
+  enum pause_reason : uint8_t {
+    paused_for_other_side = 1,   // the other side's unsent bytes are over the limit
+    paused_for_own_replies = 2,  // this (client) side's own unsent bytes are
+    paused_for_close = 4,        // flushing the last words; never resumed
+  };
+  void pause_recv(connection& c, peer side, pause_reason why);
+  void resume_recv(connection& c, peer side, pause_reason why);
   void start_send(connection& c, peer side);
   void start_connect(connection& c, const net_address& address);
   void mark_dirty(connection& c);
@@ -143,9 +156,9 @@ class uring_shard final : public shard_services {
   const gateway_config& config_;
   const shard_group& group_;
   std::vector<std::unique_ptr<listener>> listeners_;
-  // inboxes_[sender]: one queue per other shard, plus one for the control plane (last).
+  // inboxes_[sender]: one queue per shard (this one's own included).
   std::vector<std::unique_ptr<spsc_queue<std::unique_ptr<shard_task>>>> inboxes_;
-  std::mutex control_post_mutex_;  // control-plane producers only
+  control_inbox control_inbox_;
   int wake_fd_ = -1;
   uint64_t wake_value_ = 0;
   bool wake_armed_ = false;

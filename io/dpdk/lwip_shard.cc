@@ -120,7 +120,7 @@ struct lwip_shard::connection final : session_io {
     size_t pending_head = 0;
     std::deque<pbuf*> received;       // arrived, not yet (fully) delivered to the handler
     size_t received_offset = 0;       // bytes of received.front() already delivered
-    bool paused = false;              // back-pressure from the other side
+    uint8_t paused = 0;               // pause_reason bits; not delivered while any is set
     bool eof = false;                 // the peer's FIN arrived
     bool failed = false;              // lwIP reported an error; pcb is gone
     err_t error = ERR_OK;
@@ -162,7 +162,11 @@ struct lwip_shard::connection final : session_io {
     if (s.pcb == nullptr) return;
     s.pending.insert(s.pending.end(), bytes.begin(), bytes.end());
     owner->mark_dirty(*this);
-    if (s.unsent() > owner->config_.limits.unsent_bytes_max) owner->pause(*this, other(to));
+    if (s.unsent() > owner->config_.limits.unsent_bytes_max) {
+      owner->pause(*this, other(to), paused_for_other_side);
+      // A client that does not read its replies is not read either (see uring_shard.h).
+      if (to == peer::client) owner->pause(*this, peer::client, paused_for_own_replies);
+    }
   }
 
   void connect_upstream(const net_address& address) override {
@@ -415,11 +419,7 @@ bool lwip_shard::post(int target, std::unique_ptr<shard_task> task) {
 }
 
 bool lwip_shard::post_from_control(std::unique_ptr<shard_task> task) {
-  std::lock_guard<std::mutex> lock(control_mutex_);
-  if (control_tasks_.size() >= inbox_capacity) return false;
-  control_tasks_.push_back(std::move(task));
-  control_pending_.store(true, std::memory_order_release);
-  return true;
+  return control_inbox_.post(std::move(task));
 }
 
 bool lwip_shard::drain_inboxes() {
@@ -431,16 +431,7 @@ bool lwip_shard::drain_inboxes() {
     task->run(*this);
     ran = true;
   }
-  if (control_pending_.load(std::memory_order_acquire)) {
-    std::deque<std::unique_ptr<shard_task>> tasks;
-    {
-      std::lock_guard<std::mutex> lock(control_mutex_);
-      tasks.swap(control_tasks_);
-      control_pending_.store(false, std::memory_order_relaxed);
-    }
-    for (auto& task : tasks) task->run(*this);
-    ran = true;
-  }
+  ran |= control_inbox_.drain(*this, inbox_capacity) > 0;
   return ran;
 }
 
@@ -528,17 +519,18 @@ void lwip_shard::mark_dirty(connection& c) {
   dirty_.push_back(&c);
 }
 
-void lwip_shard::pause(connection& c, peer side) {
+void lwip_shard::pause(connection& c, peer side, pause_reason why) {
   auto& s = c.side(side);
-  if (s.paused) return;
-  s.paused = true;
-  ++probe_.recv_paused;
+  if (s.paused & why) return;
+  s.paused |= why;
+  ++(why == paused_for_own_replies ? probe_.client_reads_paused : probe_.recv_paused);
 }
 
-void lwip_shard::resume(connection& c, peer side) {
+void lwip_shard::resume(connection& c, peer side, pause_reason why) {
   auto& s = c.side(side);
-  if (!s.paused) return;
-  s.paused = false;
+  if (!(s.paused & why)) return;
+  s.paused &= static_cast<uint8_t>(~why);
+  if (s.paused != 0) return;
   if (!s.received.empty() || s.eof || s.failed) mark_ready(c);
 }
 
@@ -648,9 +640,10 @@ void lwip_shard::flush_dirty() {
     if (c.closed) continue;
     for (peer p : {peer::client, peer::upstream}) {
       flush(c, p);
-      const peer reader = other(p);
-      if (c.side(reader).paused && c.side(p).unsent() <= config_.limits.unsent_bytes_max / 2)
-        resume(c, reader);
+      if (c.side(p).unsent() <= config_.limits.unsent_bytes_max / 2) {
+        resume(c, other(p), paused_for_other_side);
+        if (p == peer::client) resume(c, peer::client, paused_for_own_replies);
+      }
     }
     maybe_finish_close(c);
   }

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/control_inbox.h"
 #include "core/session.h"
 #include "core/shard.h"
 #include "core/status.h"
@@ -74,6 +75,7 @@ struct lwip_probe {
   uint64_t bytes_from_client = 0;
   uint64_t bytes_from_upstream = 0;
   uint64_t recv_paused = 0;        // back-pressure engagements
+  uint64_t client_reads_paused = 0;  // clients not read because they did not read their replies
   uint64_t frames_ignored = 0;     // neither IPv4 nor ARP
   uint64_t idle_sleeps = 0;
 };
@@ -126,8 +128,12 @@ class lwip_shard final : public shard_services {
 
   connection* new_connection(tcp_pcb* client, const listener* from);
   void start_connect(connection& c, const net_address& address);
-  void pause(connection& c, peer side);
-  void resume(connection& c, peer side);
+  enum pause_reason : uint8_t {
+    paused_for_other_side = 1,   // the other side's unsent bytes are over the limit
+    paused_for_own_replies = 2,  // this (client) side's own unsent bytes are
+  };
+  void pause(connection& c, peer side, pause_reason why);
+  void resume(connection& c, peer side, pause_reason why);
   void deliver(connection& c, peer side);
   void process(connection& c);
   void flush(connection& c, peer side);
@@ -148,9 +154,7 @@ class lwip_shard final : public shard_services {
   bool lwip_ready_ = false;
 
   std::deque<std::unique_ptr<shard_task>> local_tasks_;
-  std::mutex control_mutex_;  // control-plane producers and the shard's swap
-  std::deque<std::unique_ptr<shard_task>> control_tasks_;
-  std::atomic<bool> control_pending_{false};
+  control_inbox control_inbox_{1024};
 
   std::vector<connection*> connections_;
   std::vector<connection*> ready_;     // lwIP reported something; the handler has not seen it

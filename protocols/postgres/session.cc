@@ -158,7 +158,11 @@ session::session(const target_runtime& target, session_probe& probe, const shard
 }
 
 session::~session() {
+  if (const uint64_t held_back = denial_log_.take_suppressed(); held_back > 0)
+    AG_INFO("target %s: session %s: %llu more denials in this session not logged", target_.config.name.c_str(),
+            id_.hex().c_str(), static_cast<unsigned long long>(held_back));
   if (recorded_start_ && shard_.recorder != nullptr) {
+    record_repeated_denials();
     rec_session_end e;
     e.id = id_;
     e.unix_us = now_us();
@@ -952,6 +956,8 @@ bool session::record_bind(bytes frame, std::string_view statement_sql, std::stri
   ++command_seq_;
   command_started_us_ = now_us();
   if (shard_.recorder == nullptr) return true;
+  record_repeated_denials();  // a run of denials ends here
+  repeated_denial_.seq = 0;
   body_reader in(frame.subspan(header_bytes));
   std::string_view portal, statement;
   in.cstr(&portal);
@@ -1041,9 +1047,11 @@ session::verdict session::refuse_message(std::string message, bool extended) {
 session::verdict session::refuse_with(const char* sqlstate, std::string message, bool extended) {
   std::string error;
   append_error(error, "ERROR", sqlstate, message);
-  AG_INFO("target %s: session %s: %s: %s", target_.config.name.c_str(), id_.hex().c_str(),
-          identity_.subject.empty() ? io_->client_address().c_str() : identity_.subject.c_str(),
-          message.c_str());
+  uint64_t held_back = 0;
+  if (denial_log_.allow(static_cast<uint64_t>(monotonic_ms()), held_back))
+    AG_INFO("target %s: session %s: %s: %s%s", target_.config.name.c_str(), id_.hex().c_str(),
+            identity_.subject.empty() ? io_->client_address().c_str() : identity_.subject.c_str(), message.c_str(),
+            held_back == 0 ? "" : (" (" + std::to_string(held_back) + " more denials in this session not logged)").c_str());
   if (extended) {
     discarding_until_sync_ = true;
     batch_denial_ = std::move(error);
@@ -1411,6 +1419,22 @@ bool session::record_command(const frame_header& header, bytes frame, const poli
   if (header.type != 'F' && tracking_) filter_.note_command_text(command_seq_, command_text(header, frame));
   if (shard_.recorder == nullptr) return true;
   const std::string_view text = header.type == 'F' ? std::string_view("(function call)") : command_text(header, frame);
+  // A run of identical denials is recorded once, then counted.
+  const bool denied = decision != nullptr && decision->action == policy_action::deny;
+  repeated_denial& run = repeated_denial_;
+  if (denied && run.seq != 0 && header.type == run.kind && text == run.text && decision->rule_id == run.rule_id) {
+    ++run.repeats;
+    run.last_seq = command_seq_;
+    return true;
+  }
+  record_repeated_denials();
+  run.seq = 0;
+  if (denied) {
+    run.kind = header.type;
+    run.text.assign(text);
+    run.rule_id.assign(decision->rule_id);
+    run.seq = command_seq_;
+  }
   prompt_context from_comment;
   const bool commented = header.type != 'F' && prompt_from_comment(text, from_comment);
   const prompt_context& prompt = commented ? from_comment : prompt_;
@@ -1434,6 +1458,18 @@ bool session::record_command(const frame_header& header, bytes frame, const poli
   // A command whose record is not where the recorder promised (appended;
   // with fsync "always", synced) runs only when recording fails open.
   return recorded || shard_.recorder->fail_open();
+}
+
+// Closes a run of identical denials: one decision on the recorded command
+// says how many followed it, and which sequence numbers they had.
+void session::record_repeated_denials() {
+  repeated_denial& run = repeated_denial_;
+  if (run.repeats == 0) return;
+  const std::string reason = "repeated " + std::to_string(run.repeats) + " more times (commands " +
+                             std::to_string(run.seq + 1) + " to " + std::to_string(run.last_seq) +
+                             "), each denied by the same rule; not recorded one by one";
+  record_decision(run.seq, "deny", run.rule_id, {}, reason);
+  run.repeats = 0;
 }
 
 bool session::record_decision(uint64_t seq, std::string_view action, std::string_view rule,

@@ -19,6 +19,7 @@
 #include "core/authenticator.h"
 #include "core/config.h"
 #include "core/inspector.h"
+#include "core/log.h"
 #include "core/masking.h"
 #include "core/recording.h"
 #include "core/session.h"
@@ -183,6 +184,7 @@ class session final : public session_handler {
   bool record_decision(uint64_t seq, std::string_view action, std::string_view rule,
                        std::string_view approver, std::string_view reason);
   void record_result(uint64_t seq, const frame_header& header, bytes frame);
+  void record_repeated_denials();
   bool recording_refuses();
   static uint64_t masker_total(const data_masker& m);
   void hits_before();
@@ -294,6 +296,19 @@ class session final : public session_handler {
   uint64_t bytes_to_client_ = 0;
   prompt_context prompt_;         // the session's (startup option, SET)
   std::string end_reason_ = "client closed";
+  // Denials a client can provoke as fast as it sends: their log lines are
+  // rate-limited, and a run of identical ones (same text, same rule) is
+  // recorded once plus a count (issue 10, item 7).
+  log_budget denial_log_;
+  struct repeated_denial {
+    char kind = 0;             // 'Q', 'P', 'F'
+    std::string text;
+    std::string rule_id;
+    uint64_t seq = 0;          // the recorded one; 0: none to repeat
+    uint64_t repeats = 0;      // identical ones after it, not recorded one by one
+    uint64_t last_seq = 0;
+  };
+  repeated_denial repeated_denial_;
   // Reading the catalog for column rules after login, before the client's
   // first ReadyForQuery (which waits here).
   bool catalog_pending_ = false;

@@ -296,6 +296,51 @@ TEST(ApprovalService, PendingMaxBound) {
   EXPECT_FALSE(called);
 }
 
+// One identity's flood of held commands must not block everyone else's
+// approvals (issue 10): it hits its own bound first.
+TEST(ApprovalService, PendingBoundPerIdentity) {
+  approval_options o;
+  o.pending_max = 10;
+  o.pending_per_identity_max = 3;
+  approval_service svc(o);
+  std::vector<std::string> alices;
+  for (int i = 0; i < 3; ++i) alices.push_back(*svc.submit(make_request(), nullptr));
+  result<std::string> flood = svc.submit(make_request(), nullptr);
+  ASSERT_FALSE(flood);
+  EXPECT_EQ(flood.error().code(), errc::limit);
+  EXPECT_NE(flood.error().message().find("identity"), std::string::npos) << flood.error().message();
+  // Another subject, and the same subject from another issuer, still get in.
+  approval_request carol = make_request();
+  carol.subject = "carol";
+  EXPECT_TRUE(svc.submit(carol, nullptr));
+  approval_request other_idp = make_request();
+  other_idp.issuer = "https://other-idp.example";
+  EXPECT_TRUE(svc.submit(other_idp, nullptr));
+  // Every way out of pending makes room again: a decision, a withdrawal, expiry.
+  ASSERT_TRUE(svc.decide(alices[0], false, person("bob", {"dba"}), ""));
+  ASSERT_TRUE(svc.submit(make_request(), nullptr));
+  EXPECT_FALSE(svc.submit(make_request(), nullptr));
+  svc.withdraw(alices[1]);
+  EXPECT_TRUE(svc.submit(make_request(), nullptr));
+  EXPECT_EQ(svc.stats().refused, 2u);
+}
+
+TEST(ApprovalService, PerIdentityCountsFollowExpiry) {
+  approval_options o;
+  o.pending_per_identity_max = 2;
+  approval_service svc(o);
+  ASSERT_TRUE(svc.start());
+  ASSERT_TRUE(svc.submit(make_request(1), nullptr));
+  ASSERT_TRUE(svc.submit(make_request(1), nullptr));
+  EXPECT_FALSE(svc.submit(make_request(1), nullptr));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (svc.stats().expired < 2 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(svc.stats().expired, 2u);
+  EXPECT_TRUE(svc.submit(make_request(1), nullptr));
+  svc.stop();
+}
+
 TEST(ApprovalService, HistoryIsBounded) {
   approval_options o;
   o.history_max = 2;
