@@ -75,6 +75,15 @@ struct classifier_spec {
   // rather than parsed into a DOM.
   std::size_t parse_tree_bytes_max = 64 << 20;
   std::size_t parse_tree_depth_max = 32768;  // JSON nesting of the tree
+  // Names (tables plus functions) reported across the entries of one
+  // top-level statement. An entry's names include its nested entries', so a
+  // name k levels down counts k+1 times: this bounds what the classifier
+  // builds and what the policy then reads, whatever the shape. Past it:
+  // parsed=false, "statement too complex".
+  std::size_t names_max = 65536;
+  // Parse-tree values the walk may visit for one text (SQL given as text to
+  // query_to_xml & co. included). Past it: parsed=false, "statement too complex".
+  std::size_t walk_nodes_max = 8 << 20;
 };
 
 // Whether `name` (optionally schema-qualified) matches a function the

@@ -221,7 +221,7 @@ TEST(policy_parse, demo_policy_does_what_the_demo_says) {
   EXPECT_TRUE(denied(*p, copy));
   for (const char* param : {"role", "session_authorization"}) {
     statement_facts set = stmt("SET");
-    set.set_parameter = param;
+    set.set_parameters = {param};
     EXPECT_TRUE(denied(*p, set)) << param;
   }
   EXPECT_EQ(judge(*p, {reads({"customers"})}).action, policy_action::allow);
@@ -240,6 +240,45 @@ TEST(policy_parse, readonly_policy_allows_reads_only) {
   EXPECT_EQ(judge(*p, {write_stmt("INSERT")}).rule_id, "default_action");
   EXPECT_EQ(judge(*p, {stmt("LOCK TABLE")}).rule_id, "no-heavy-maintenance");
   EXPECT_TRUE(denied(*p, calls({"nextval"})));
+}
+
+TEST(policy_evaluate, unknowable_parameters_and_tables_fail_closed) {
+  auto deny = must_parse(deny_when(R"({"set_parameters": ["standard_conforming_strings"]})"));
+  statement_facts f = write_stmt("UPDATE", {"pg_settings"});
+  f.set_parameters = {"*"};
+  EXPECT_TRUE(denied(*deny, f));  // a deny rule on any parameter catches "*"
+  f.set_parameters = {"work_mem"};
+  EXPECT_FALSE(denied(*deny, f));
+  f.set_parameters = {"work_mem", "standard_conforming_strings"};
+  EXPECT_TRUE(denied(*deny, f));  // any of several
+
+  // An allow rule must name every parameter, and never allows "*".
+  auto allow = must_parse(R"({"default_action": "deny", "rules": [{"id": "tz", "match": {"sql":
+      {"set_parameters": ["timezone", "transaction_isolation"]}}, "action": "allow"}]})");
+  statement_facts set = stmt("SET");
+  set.set_parameters = {"timezone"};
+  EXPECT_EQ(judge(*allow, {set}).action, policy_action::allow);
+  set.set_parameters = {"transaction_isolation", "transaction_read_only"};
+  EXPECT_EQ(judge(*allow, {set}).action, policy_action::deny);
+  set.set_parameters = {"*"};
+  EXPECT_EQ(judge(*allow, {set}).action, policy_action::deny);
+
+  // Tables: "*" (database_to_xml) and "<schema>.*" (schema_to_xml).
+  auto tables = must_parse(deny_when(R"({"tables": ["public.payments"]})"));
+  EXPECT_TRUE(denied(*tables, reads({"*"})));
+  EXPECT_TRUE(denied(*tables, reads({"public.*"})));
+  EXPECT_TRUE(denied(*tables, reads({"PUBLIC.*"})));
+  EXPECT_FALSE(denied(*tables, reads({"billing.*"})));
+  auto any_schema = must_parse(deny_when(R"({"tables": ["payments"]})"));
+  EXPECT_TRUE(denied(*any_schema, reads({"billing.*"})));
+  // An allow rule on tables does not match a statement that may read others.
+  auto teams = must_parse(read_file(examples_dir() / "policy-teams.json"));
+  const groups_t payments = {"payments"};
+  EXPECT_EQ(judge(*teams, {reads({"public.payments"})}, payments).action, policy_action::allow);
+  EXPECT_EQ(judge(*teams, {reads({"public.payments", "*"})}, payments).rule_id, "payments-tables");
+  EXPECT_EQ(judge(*teams, {reads({"*"})}).rule_id, "payments-tables");
+  EXPECT_EQ(judge(*teams, {reads({"public.*"})}).rule_id, "payments-tables");
+  EXPECT_EQ(judge(*teams, {reads({"orders"})}).action, policy_action::allow);
 }
 
 TEST(policy_parse, minimal_document_and_defaults) {
@@ -797,19 +836,19 @@ TEST(policy_evaluate, set_parameters) {
   ASSERT_NE(p, nullptr);
   for (const char* kind : {"SET", "RESET", "ALTER ROLE", "ALTER SYSTEM"}) {
     statement_facts f = stmt(kind);
-    f.set_parameter = "role";
+    f.set_parameters = {"role"};
     EXPECT_TRUE(denied(*p, f)) << kind;
   }
   statement_facts f = stmt("SET");
-  f.set_parameter = "session_authorization";
+  f.set_parameters = {"session_authorization"};
   EXPECT_TRUE(denied(*p, f));
-  f.set_parameter = "myext.setting";
+  f.set_parameters = {"myext.setting"};
   EXPECT_TRUE(denied(*p, f));
-  f.set_parameter = "search_path";
+  f.set_parameters = {"search_path"};
   EXPECT_FALSE(denied(*p, f));
-  f.set_parameter = "all";  // RESET ALL matches only a rule that lists "all"
+  f.set_parameters = {"all"};  // RESET ALL matches only a rule that lists "all"
   EXPECT_FALSE(denied(*p, f));
-  f.set_parameter.clear();
+  f.set_parameters.clear();
   EXPECT_FALSE(denied(*p, f));
 }
 
