@@ -242,6 +242,65 @@ TEST(policy_parse, readonly_policy_allows_reads_only) {
   EXPECT_TRUE(denied(*p, calls({"nextval"})));
 }
 
+// Issue 10: the facts the classifier now reports for the routes around the
+// example policies' rules (tests/masking/sql_classifier_test.cc shows the
+// classifier reports them; tests/integration/test_guardrail_bypasses.py runs
+// them through the gateway).
+TEST(policy_parse, demo_policy_denies_the_settings_routes) {
+  auto p = must_parse(read_file(examples_dir() / "policy-demo.json"));
+  ASSERT_NE(p, nullptr);
+  // UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'
+  statement_facts update = write_stmt("UPDATE", {"pg_settings"});
+  update.set_parameters = {"standard_conforming_strings"};
+  EXPECT_EQ(judge(*p, {update}).rule_id, "no-parser-switches");
+  // ... WHERE name = 'standard' || '_conforming_strings'
+  update.set_parameters = {"*"};
+  EXPECT_TRUE(denied(*p, update));
+  // CREATE AGGREGATE a(text) (SFUNC = pg_catalog.set_config, ...)
+  statement_facts aggregate = write_stmt("CREATE AGGREGATE", {});
+  aggregate.functions = {"pg_catalog.set_config"};
+  EXPECT_EQ(judge(*p, {aggregate}).rule_id, "no-dangerous-functions");
+  // CREATE FUNCTION ... SET client_encoding = 'SJIS'
+  statement_facts function = write_stmt("CREATE FUNCTION", {});
+  function.set_parameters = {"client_encoding"};
+  EXPECT_TRUE(denied(*p, function));
+  // Ordinary writes still pass.
+  EXPECT_EQ(judge(*p, {write_stmt("UPDATE")}).action, policy_action::allow);
+}
+
+TEST(policy_parse, readonly_policy_cannot_be_switched_to_read_write) {
+  auto p = must_parse(read_file(examples_dir() / "policy-readonly.json"));
+  ASSERT_NE(p, nullptr);
+  // SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE, SET TRANSACTION
+  // READ WRITE, BEGIN READ WRITE, START TRANSACTION READ WRITE.
+  for (const auto& [kind, parameter] : std::vector<std::pair<std::string, std::string>>{
+           {"SET", "default_transaction_read_only"},
+           {"SET", "transaction_read_only"},
+           {"BEGIN", "transaction_read_only"},
+           {"START TRANSACTION", "transaction_read_only"}}) {
+    statement_facts f = stmt(kind);
+    f.set_parameters = {parameter};
+    EXPECT_EQ(judge(*p, {f}).rule_id, "no-role-switch") << kind << " " << parameter;
+  }
+  statement_facts both = stmt("BEGIN");
+  both.set_parameters = {"transaction_isolation", "transaction_read_only"};
+  EXPECT_TRUE(denied(*p, both));
+  // BEGIN READ ONLY and BEGIN ISOLATION LEVEL ... pass.
+  EXPECT_EQ(judge(*p, {stmt("BEGIN")}).action, policy_action::allow);
+  statement_facts isolation = stmt("BEGIN");
+  isolation.set_parameters = {"transaction_isolation"};
+  EXPECT_EQ(judge(*p, {isolation}).action, policy_action::allow);
+  // Functions that write or change state from inside a SELECT.
+  for (const char* fn : {"lo_creat", "lo_create", "lo_from_bytea", "lo_import", "lo_export", "lo_unlink", "lo_put",
+                         "lowrite", "lo_truncate", "lo_truncate64", "nextval", "setval", "pg_terminate_backend",
+                         "pg_cancel_backend", "pg_reload_conf", "pg_catalog.set_config", "pg_advisory_lock",
+                         "pg_try_advisory_xact_lock_shared", "pg_switch_wal", "pg_logical_emit_message",
+                         "pg_stat_reset", "brin_summarize_new_values", "dblink_send_query", "pg_sleep_for"})
+    EXPECT_EQ(judge(*p, {calls({fn})}).rule_id, "no-dangerous-functions") << fn;
+  for (const char* fn : {"lo_get", "loread", "lo_open", "currval", "pg_sequence_last_value", "now"})
+    EXPECT_EQ(judge(*p, {calls({fn})}).action, policy_action::allow) << fn;
+}
+
 TEST(policy_evaluate, unknowable_parameters_and_tables_fail_closed) {
   auto deny = must_parse(deny_when(R"({"set_parameters": ["standard_conforming_strings"]})"));
   statement_facts f = write_stmt("UPDATE", {"pg_settings"});
