@@ -1561,7 +1561,6 @@ class tree_walker {
   }
 
   bool describe_computed(std::string_view type, object body, statement_facts& f) {
-    if (type == "TransactionStmt") return transaction_tag(string_field(body, "kind"), f);
     if (type == "DropStmt") return noun_tag("DROP", string_field(body, "removeType"), true, f);
     if (type == "AlterTableStmt" || type == "AlterTableMoveAllStmt")
       return noun_tag("ALTER", string_field(body, "objtype"), false, f);

@@ -83,7 +83,7 @@ struct classifier_spec {
   std::size_t names_max = 65536;
   // Parse-tree values the walk may visit for one text (SQL given as text to
   // query_to_xml & co. included). Past it: parsed=false, "statement too complex".
-  std::size_t walk_nodes_max = 8 << 20;
+  std::size_t walk_nodes_max = 4 << 20;
 };
 
 // Whether `name` (optionally schema-qualified) matches a function the

@@ -93,8 +93,16 @@ bool denied(const policy& p, statement_facts f, const groups_t& groups = no_grou
   return judge(p, {std::move(f)}, groups).action == policy_action::deny;
 }
 
+// __FILE__ is relative to the build directory when the build tree sits in
+// the source tree ("../tests/core/policy_test.cc"), and ctest runs tests
+// from a subdirectory of it: look upwards from the working directory.
 std::filesystem::path examples_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "appliance" / "examples";
+  const std::filesystem::path source = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  if (source.is_absolute()) return source / "appliance" / "examples";
+  for (std::filesystem::path base = std::filesystem::current_path();; base = base.parent_path()) {
+    const std::filesystem::path candidate = base / source / "appliance" / "examples";
+    if (std::filesystem::is_directory(candidate) || base == base.parent_path()) return candidate;
+  }
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -332,6 +340,7 @@ TEST(policy_evaluate, unknowable_parameters_and_tables_fail_closed) {
   EXPECT_TRUE(denied(*any_schema, reads({"billing.*"})));
   // An allow rule on tables does not match a statement that may read others.
   auto teams = must_parse(read_file(examples_dir() / "policy-teams.json"));
+  ASSERT_NE(teams, nullptr);
   const groups_t payments = {"payments"};
   EXPECT_EQ(judge(*teams, {reads({"public.payments"})}, payments).action, policy_action::allow);
   EXPECT_EQ(judge(*teams, {reads({"public.payments", "*"})}, payments).rule_id, "payments-tables");
