@@ -768,7 +768,6 @@ class tree_walker {
       std::string_view type;
       object body;
       if (!unwrap(stmt, type, body)) return fail("malformed parse tree");
-      names_per_top_.push_back(0);
       open_statement(type, body, index, no_parent, true);
       drain();
       if (failed_) return false;
@@ -929,13 +928,12 @@ class tree_walker {
     auto [it, fresh] = ids_.try_emplace(std::move(name), static_cast<std::uint32_t>(interned_.size()));
     if (fresh) interned_.push_back(&it->first);
     const std::uint64_t id = it->second;
-    std::size_t& count = names_per_top_[entry(owner).top_level_index];
     for (std::size_t e = owner; e != no_parent; e = parents_[e]) {
       const std::uint64_t key = (static_cast<std::uint64_t>(e) << 33) | (static_cast<std::uint64_t>(kind) << 32) | id;
       if (!pairs_.insert(key).second) return;
       auto& list = kind == name_kind::table ? names_[e].tables : names_[e].functions;
       list.push_back(static_cast<std::uint32_t>(id));
-      if (++count > spec_.names_max) {
+      if (++names_count_ > spec_.names_max) {
         fail("statement too complex: it names more than " + std::to_string(spec_.names_max) +
              " tables and functions (counted once per enclosing statement)");
         return;
@@ -1671,7 +1669,7 @@ class tree_walker {
   std::unordered_map<std::string, std::uint32_t> ids_;
   std::vector<const std::string*> interned_;
   std::unordered_set<std::uint64_t> pairs_;  // (entry, kind, id) already reported
-  std::vector<std::size_t> names_per_top_;   // pairs reported, per top-level statement
+  std::size_t names_count_ = 0;              // pairs reported, for the whole text
   std::size_t nodes_ = 0;
   std::vector<sql_text> texts_;
   std::size_t next_text_ = 0;

@@ -1254,9 +1254,20 @@ TEST(sql_classifier_bounds, nested_levels_times_names_is_bounded) {
     EXPECT_TRUE(names_table(s, "d"));
     EXPECT_TRUE(s.writes);
   }
-  // Each top-level statement has its own allowance.
-  scanner->classify_full(nested_deletes(0, 40000) + ";" + nested_deletes(0, 40000), c);
-  EXPECT_TRUE(c.parsed) << c.parse_error;
+  // The allowance is for the whole text: statements cannot multiply it.
+  const std::string sixty_thousand = nested_deletes(30, 2000);
+  scanner->classify_full(sixty_thousand + ";" + sixty_thousand, c);
+  ASSERT_TRUE(c.parsed) << c.parse_error;  // 2 x 60,030 names fit
+  std::string many;
+  for (int i = 0; i < 4; ++i) {
+    std::string renamed = sixty_thousand;
+    for (std::size_t at = renamed.find(",t"); at != std::string::npos; at = renamed.find(",t", at + 2))
+      renamed.replace(at, 2, ",s" + std::to_string(i) + "_");
+    many += renamed + ";";
+  }
+  scanner->classify_full(many, c);
+  EXPECT_FALSE(c.parsed);
+  EXPECT_NE(c.parse_error.find("too complex"), std::string::npos) << c.parse_error;
 }
 
 TEST(sql_classifier_bounds, names_and_walk_budgets) {
