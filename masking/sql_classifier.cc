@@ -562,7 +562,16 @@ bool explain_analyzes(object explain) {
 // unknown without a length; regclass where a table is named). Anything else,
 // an operator (|| can be redefined through search_path), a column, a
 // parameter, a function, is not a constant. A NULL constant sets is_null.
-bool constant_string(element e, bool allow_regclass, std::string_view& out, bool& is_null) {
+//
+// A cast's type must be written pg_catalog.text (the grammar writes varchar,
+// character varying, ... that way itself): an unqualified "text" is looked
+// up through search_path, and a client's own type of that name can carry
+// an implicit cast to pg_catalog.text whose function returns other SQL.
+// Where the value only adds a name to the facts (a regclass constant), any
+// schema is taken (reporting more is safe).
+enum class cast_schemas : std::uint8_t { pg_catalog_only, any };
+
+bool constant_string(element e, bool allow_regclass, cast_schemas schemas, std::string_view& out, bool& is_null) {
   for (int casts = 0; casts < 8; ++casts) {
     std::string_view type;
     object body;
@@ -587,7 +596,8 @@ bool constant_string(element e, bool allow_regclass, std::string_view& out, bool
       return false;
     const std::string name = dotted_name(names, 0);
     const std::string_view last = last_part(name);
-    if (name.size() != last.size() && name.substr(0, name.size() - last.size()) != "pg_catalog.") return false;
+    const bool pg_catalog = name.size() != last.size() && name.substr(0, name.size() - last.size()) == "pg_catalog.";
+    if (!pg_catalog && (schemas == cast_schemas::pg_catalog_only || name.size() != last.size())) return false;
     if (last != "text" && last != "varchar" && last != "unknown" && !(allow_regclass && last == "regclass"))
       return false;
     if (body.at_key("arg").get(e) != simdjson::SUCCESS) return false;
@@ -1253,7 +1263,7 @@ class tree_walker {
       std::string_view text;
       bool is_null = false;
       std::string table;
-      if (argument(call, "", 0, arg) && constant_string(arg, true, text, is_null) && !is_null &&
+      if (argument(call, "", 0, arg) && constant_string(arg, true, cast_schemas::any, text, is_null) && !is_null &&
           parse_regclass(text, table))
         add_name(name_kind::table, std::move(table), w.owner);
       return;
@@ -1270,7 +1280,7 @@ class tree_walker {
                            : h->name == "ts_rewrite"       ? argument_count(call) == 2 && argument(call, "", 1, arg)
                                                            : argument(call, h->param, h->position, arg);
         if (h->name == "ts_rewrite" && argument_count(call) != 2) return;  // ts_rewrite(tsquery, tsquery, tsquery)
-        if (!found || !constant_string(arg, false, text, is_null)) {
+        if (!found || !constant_string(arg, false, cast_schemas::pg_catalog_only, text, is_null)) {
           fail(std::string(h->name) + " is given SQL text that is not a constant: what it runs cannot be seen");
           return;
         }
@@ -1279,7 +1289,8 @@ class tree_walker {
       }
       case hidden_read::table: {
         std::string table;
-        if (argument(call, h->param, h->position, arg) && constant_string(arg, true, text, is_null) &&
+        if (argument(call, h->param, h->position, arg) &&
+            constant_string(arg, true, cast_schemas::pg_catalog_only, text, is_null) &&
             (is_null || parse_regclass(text, table))) {
           add_name(name_kind::table, std::move(table), w.owner);
         } else if (spec_.tables) {
@@ -1288,7 +1299,8 @@ class tree_walker {
         return;
       }
       case hidden_read::schema: {
-        if (argument(call, h->param, h->position, arg) && constant_string(arg, false, text, is_null)) {
+        if (argument(call, h->param, h->position, arg) &&
+            constant_string(arg, false, cast_schemas::pg_catalog_only, text, is_null)) {
           // A name argument is taken verbatim: no case folding, no quotes.
           if (!is_null) add_name(name_kind::table, std::string(text) + ".*", w.owner);
         } else {
@@ -1328,7 +1340,8 @@ class tree_walker {
     std::string_view text;
     bool is_null = false;
     std::string table;
-    if (cast.at_key("arg").get(arg) == simdjson::SUCCESS && constant_string(arg, true, text, is_null) && !is_null &&
+    if (cast.at_key("arg").get(arg) == simdjson::SUCCESS &&
+        constant_string(arg, true, cast_schemas::any, text, is_null) && !is_null &&
         parse_regclass(text, table))
       add_name(name_kind::table, std::move(table), owner);
   }
@@ -1509,7 +1522,7 @@ class tree_walker {
       if (!is_name_column(lexpr, alias)) std::swap(lexpr, rexpr);
       std::string_view value;
       bool is_null = false;
-      if (is_name_column(lexpr, alias) && constant_string(rexpr, false, value, is_null) && !is_null)
+      if (is_name_column(lexpr, alias) && constant_string(rexpr, false, cast_schemas::pg_catalog_only, value, is_null) && !is_null)
         names.push_back(lowered(value));
       return;
     }
@@ -1524,7 +1537,7 @@ class tree_walker {
     for (element item : items) {
       std::string_view value;
       bool is_null = false;
-      if (!constant_string(item, false, value, is_null)) return;
+      if (!constant_string(item, false, cast_schemas::pg_catalog_only, value, is_null)) return;
       if (!is_null) values.push_back(lowered(value));
     }
     if (values.empty()) return;

@@ -159,6 +159,25 @@ class TeamsPolicyBypasses(BypassTestCase):
                          "CREATE TABLE docs (v tsvector); INSERT INTO docs VALUES ('a b'); "
                          f"ALTER TABLE payments OWNER TO {cls.pg.user}; ALTER TABLE orders OWNER TO {cls.pg.user}; "
                          f"ALTER TABLE docs OWNER TO {cls.pg.user}", dbname=cls.pg.database)
+        # A type named text whose implicit cast to pg_catalog.text returns
+        # other SQL: with its schema first in search_path, 'select 1'::text
+        # hands query_to_xml the cast's result.
+        cls.pg.admin_sql("CREATE SCHEMA evil; CREATE TYPE evil.text AS ENUM ('select 1'); "
+                         "CREATE FUNCTION evil.f(evil.text) RETURNS pg_catalog.text LANGUAGE sql "
+                         "AS $$ SELECT 'select card from public.payments'::pg_catalog.text $$; "
+                         "CREATE CAST (evil.text AS pg_catalog.text) WITH FUNCTION evil.f(evil.text) AS IMPLICIT; "
+                         f"GRANT USAGE ON SCHEMA evil TO {cls.pg.user}", dbname=cls.pg.database)
+
+    def test_a_cast_through_search_path_cannot_swap_the_sql(self):
+        sql = "SELECT query_to_xml('select 1'::text, true, false, '')"
+        direct = h.run_psql(self.pg.dsn(), ["-X", "-qAt", "-c", "SET search_path = evil, public, pg_catalog",
+                                            "-c", sql], password=self.pg.password)
+        self.assertIn("secret", direct.stdout, direct.stderr)  # the route is real
+        self.run_sql("SET search_path = evil, public, pg_catalog")
+        try:
+            self.assertNotIn("secret", str(self.assert_denied(sql).pgerror))
+        finally:
+            self.run_sql("RESET search_path")
 
     def test_sql_given_as_text_is_judged(self):
         for sql, rule in [
@@ -176,7 +195,8 @@ class TeamsPolicyBypasses(BypassTestCase):
             ("SELECT ts_rewrite('a'::tsquery, 'select ''a''::tsquery, card::tsquery from payments')",
              "payments-tables"),
             ("SELECT table_to_xml('payments', true, false, '')", "payments-tables"),
-            ("SELECT table_to_xml('public.\"payments\"'::regclass, true, false, '')", "payments-tables"),
+            ("SELECT table_to_xml('public.\"payments\"'::pg_catalog.regclass, true, false, '')",
+             "payments-tables"),
             ("SELECT table_to_xmlschema(tbl => 'PAYMENTS', nulls => true, tableforest => false, targetns => '')",
              "payments-tables"),
             ("SELECT schema_to_xml('public', true, false, '')", "payments-tables"),
@@ -186,6 +206,8 @@ class TeamsPolicyBypasses(BypassTestCase):
             ("SELECT query_to_xml(q, true, false, '') FROM (VALUES ('select * from payments')) v(q)", None),
             ("SELECT query_to_xml('select * from ' || 'payments', true, false, '')", None),
             ("SELECT table_to_xml(c.oid, true, false, '') FROM pg_class c WHERE relname = 'payments'", None),
+            ("SELECT query_to_xml('select * from payments'::text, true, false, '')", None),
+            ("SELECT table_to_xml('payments'::regclass, true, false, '')", None),
         ]:
             with self.subTest(sql=sql):
                 err = self.assert_denied(sql, rule)

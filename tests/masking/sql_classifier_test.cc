@@ -1074,8 +1074,9 @@ TEST_F(sql_classifier_test, sql_given_as_text_is_classified) {
       "SELECT query_to_xml(U&'select * from \\0070ayments', true, false, '')",
       "SELECT query_to_xml($q$select * from payments$q$, true, false, '')",
       "SELECT query_to_xml('select * '\n'from payments', true, false, '')",
-      "SELECT query_to_xml('select * from payments'::text, true, false, '')",
+      "SELECT query_to_xml('select * from payments'::pg_catalog.text, true, false, '')",
       "SELECT query_to_xml(CAST('select * from payments' AS varchar), true, false, '')",
+      "SELECT query_to_xml(character varying 'select * from payments', true, false, '')",
       "SELECT query_to_xml('select 1; select * from payments', true, false, '')",
       "SELECT query_to_xml('select * from query_to_xml(''select * from payments'', true, false, '''')', true, false, "
       "'')",
@@ -1133,6 +1134,12 @@ TEST_F(sql_classifier_test, sql_text_that_cannot_be_read_is_refused) {
            "SELECT query_to_xml('select * from ' || 'payments', true, false, '')",
            "SELECT query_to_xml(lower('select * from payments'), true, false, '')",
            "SELECT query_to_xml('select * from payments'::varchar(100), true, false, '')",
+           // search_path decides what an unqualified type name is: a client's
+           // own "text" with an implicit cast to pg_catalog.text could return
+           // other SQL.
+           "SELECT query_to_xml('select 1'::text, true, false, '')",
+           "SELECT query_to_xml('select 1'::public.text, true, false, '')",
+           "SELECT query_to_xml('select 1'::name, true, false, '')",
            "SELECT query_to_xml('select * from payments' COLLATE \"C\", true, false, '')",
            "SELECT query_to_xml(nulls => true, tableforest => false, targetns => '', query => q) FROM queries",
            "SELECT query_to_xml(VARIADIC ARRAY['select * from payments'])",
@@ -1169,11 +1176,13 @@ TEST(sql_classifier_tables, regclass_constants_and_table_builtins_name_tables) {
   auto scanner = make_scanner(spec);
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"SELECT table_to_xml('payments', true, false, '')", "payments"},
-      {"SELECT table_to_xml('payments'::regclass, true, false, '')", "payments"},
+      {"SELECT table_to_xml('payments'::pg_catalog.regclass, true, false, '')", "payments"},
       {"SELECT table_to_xml(tbl => 'Public.\"Payments\"', nulls => true, tableforest => false, targetns => '')",
        "public.Payments"},
       {"SELECT table_to_xmlschema(' PUBLIC . payments ', true, false, '')", "public.payments"},
-      {"SELECT table_to_xml_and_xmlschema('payments'::text::regclass, true, false, '')", "payments"},
+      {"SELECT table_to_xml_and_xmlschema('payments'::pg_catalog.text::pg_catalog.regclass, true, false, '')",
+       "payments"},
+      {"SELECT 'payments'::text::regclass", "payments"},
       {"SELECT 'payments'::regclass", "payments"},
       {"SELECT regclass 'payments'", "payments"},
       {"SELECT CAST('payments' AS pg_catalog.regclass)::oid", "payments"},
@@ -1201,6 +1210,7 @@ TEST(sql_classifier_tables, regclass_constants_and_table_builtins_name_tables) {
   // Under table rules, a table the call cannot name is unreadable.
   for (const char* sql : {"SELECT table_to_xml(16384, true, false, '')", "SELECT table_to_xml('16384', true, false, '')",
                           "SELECT table_to_xml(r::regclass, true, false, '') FROM x",
+                          "SELECT table_to_xml('payments'::regclass, true, false, '')",  // which regclass?
                           "SELECT table_to_xml(tbl => r, nulls => true, tableforest => false, targetns => '') FROM x",
                           "SELECT cursor_to_xml('c', 10, true, false, '')",
                           "SELECT cursor_to_xmlschema('c', true, false, '')"})
