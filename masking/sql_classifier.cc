@@ -1491,9 +1491,11 @@ class tree_walker {
     for (auto& n : names) add_parameter(std::move(n), idx);
   }
 
-  // name = 'x', 'x' = name, name IN ('x', 'y'), or an AND with one of
-  // those among its arguments: the names the rows can have. Empty when the
-  // WHERE does not pin them.
+  // name OPERATOR(pg_catalog.=) 'x' (either way round), name IN ('x', 'y')
+  // with that operator, or an AND with one of those among its arguments: the
+  // names the rows can have. Empty when the WHERE does not pin them. A plain
+  // "=" is looked up through search_path, and a client's own = (text, text)
+  // in a schema searched first could match other rows: not a pin.
   static void pinned_names(element where, std::string_view alias, std::vector<std::string>& names) {
     std::string_view type;
     object body;
@@ -1513,7 +1515,7 @@ class tree_walker {
     array op;
     if (body.at_key("name").get_array().get(op) != simdjson::SUCCESS) return;
     const std::string op_name = dotted_name(op, 0);
-    if (op_name != "=" && op_name != "pg_catalog.=") return;
+    if (op_name != "pg_catalog.=") return;
     element lexpr;
     element rexpr;
     if (body.at_key("lexpr").get(lexpr) != simdjson::SUCCESS || body.at_key("rexpr").get(rexpr) != simdjson::SUCCESS)

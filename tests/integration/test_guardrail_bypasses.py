@@ -81,31 +81,30 @@ class DemoPolicyBypasses(BypassTestCase):
                          f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
 
     def test_pg_settings_writes_are_denied(self):
+        # A name pinned with OPERATOR(pg_catalog.=) is reported as such (the
+        # rule on it decides); anything else may set any parameter, which
+        # every rule on parameters catches (the first is no-role-switch).
+        pin = "name OPERATOR(pg_catalog.=) 'standard_conforming_strings'"
         for sql, rule in [
-            ("UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
-             "no-parser-switches"),
-            ("update PG_CATALOG.pg_settings set setting = 'off' where 'standard_conforming_strings' = name",
-             "no-parser-switches"),
-            ("UPDATE pg_settings SET setting = 'off' WHERE name = E'standard\\x5fconforming_strings'",
-             "no-parser-switches"),
-            ("UPDATE pg_settings SET setting = 'SJIS' WHERE name IN ('work_mem', 'client_encoding')",
-             "no-parser-switches"),
+            ("UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", None),
+            (f"UPDATE pg_settings SET setting = 'off' WHERE {pin}", "no-parser-switches"),
+            ("update PG_CATALOG.pg_settings set setting = 'off' "
+             "where 'standard_conforming_strings' operator(pg_catalog.=) name", "no-parser-switches"),
+            ("UPDATE pg_settings SET setting = 'off' "
+             "WHERE name OPERATOR(pg_catalog.=) E'standard\\x5fconforming_strings'", "no-parser-switches"),
+            ("UPDATE pg_settings SET setting = 'SJIS' WHERE name IN ('work_mem', 'client_encoding')", None),
             ("UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_' || 'conforming_strings'", None),
             ("UPDATE pg_settings s SET setting = 'off' WHERE s.name LIKE 'standard%'", None),
             ("UPDATE pg_settings SET setting = 'off' WHERE name = (SELECT 'standard_conforming_strings')", None),
-            ("WITH u AS (UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings') "
-             "SELECT 1", "no-parser-switches"),
-            ("EXPLAIN ANALYZE UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
-             "no-parser-switches"),
-            ("PREPARE p AS UPDATE pg_settings SET setting = $1 WHERE name = 'standard_conforming_strings'",
-             "no-parser-switches"),
-            ("SELECT 1; UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
-             "no-parser-switches"),
+            (f"WITH u AS (UPDATE pg_settings SET setting = 'off' WHERE {pin}) SELECT 1", "no-parser-switches"),
+            (f"EXPLAIN ANALYZE UPDATE pg_settings SET setting = 'off' WHERE {pin}", "no-parser-switches"),
+            (f"PREPARE p AS UPDATE pg_settings SET setting = $1 WHERE {pin}", "no-parser-switches"),
+            (f"SELECT 1; UPDATE pg_settings SET setting = 'off' WHERE {pin}", "no-parser-switches"),
             ("CREATE VIEW my_settings AS SELECT name, setting FROM pg_settings", None),
-            ("CREATE RULE r AS ON INSERT TO t DO ALSO UPDATE pg_settings SET setting = 'off' "
-             "WHERE name = 'standard_conforming_strings'", "no-parser-switches"),
-            ("CREATE FUNCTION scs_off() RETURNS void LANGUAGE sql AS $$ UPDATE pg_settings SET setting = 'off' "
-             "WHERE name = 'standard_conforming_strings' $$", "no-parser-switches"),
+            (f"CREATE RULE r AS ON INSERT TO t DO ALSO UPDATE pg_settings SET setting = 'off' WHERE {pin}",
+             "no-parser-switches"),
+            (f"CREATE FUNCTION scs_off() RETURNS void LANGUAGE sql AS $$ UPDATE pg_settings SET setting = 'off' "
+             f"WHERE {pin} $$", "no-parser-switches"),
             ("CREATE FUNCTION f_scs() RETURNS int LANGUAGE sql SET standard_conforming_strings = off "
              "AS 'SELECT 1'", "no-parser-switches"),
         ]:
@@ -116,6 +115,11 @@ class DemoPolicyBypasses(BypassTestCase):
         # Nothing was created on the way.
         self.assertEqual(self.run_sql("SELECT count(*) FROM pg_views WHERE viewname = 'my_settings'"), [(0,)])
         self.assertEqual(self.run_sql("SELECT count(*) FROM pg_proc WHERE proname IN ('scs_off', 'f_scs')"), [(0,)])
+
+    def test_a_parameter_nobody_guards_can_be_written_with_a_pinned_name(self):
+        self.run_sql("UPDATE pg_settings SET setting = '8MB' WHERE name OPERATOR(pg_catalog.=) 'work_mem'")
+        self.assertEqual(self.setting("work_mem"), "8MB")
+        self.run_sql("RESET work_mem")
 
     def test_definitions_built_on_set_config_are_denied(self):
         for sql in [
