@@ -257,13 +257,22 @@ TEST(policy_parse, readonly_policy_allows_reads_only) {
 TEST(policy_parse, demo_policy_denies_the_settings_routes) {
   auto p = must_parse(read_file(examples_dir() / "policy-demo.json"));
   ASSERT_NE(p, nullptr);
-  // UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'
+  // UPDATE pg_settings SET setting = 'off' WHERE name OPERATOR(pg_catalog.=) 'standard_conforming_strings'
   statement_facts update = write_stmt("UPDATE", {"pg_settings"});
   update.set_parameters = {"standard_conforming_strings"};
   EXPECT_EQ(judge(*p, {update}).rule_id, "no-parser-switches");
-  // ... WHERE name = 'standard' || '_conforming_strings'
+  // ... WHERE name = 'standard_conforming_strings' (a plain =), or 'standard' || '_conforming_strings'
   update.set_parameters = {"*"};
   EXPECT_TRUE(denied(*p, update));
+  // The teams policy guards the same settings.
+  auto teams = must_parse(read_file(examples_dir() / "policy-teams.json"));
+  ASSERT_NE(teams, nullptr);
+  EXPECT_EQ(judge(*teams, {update}).rule_id, "no-role-switch");
+  update.set_parameters = {"client_encoding"};
+  EXPECT_EQ(judge(*teams, {update}).rule_id, "no-parser-switches");
+  statement_facts teams_aggregate = write_stmt("CREATE AGGREGATE", {});
+  teams_aggregate.functions = {"set_config"};
+  EXPECT_EQ(judge(*teams, {teams_aggregate}).rule_id, "no-set-config");
   // CREATE AGGREGATE a(text) (SFUNC = pg_catalog.set_config, ...)
   statement_facts aggregate = write_stmt("CREATE AGGREGATE", {});
   aggregate.functions = {"pg_catalog.set_config"};

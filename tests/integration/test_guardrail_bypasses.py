@@ -217,6 +217,17 @@ class TeamsPolicyBypasses(BypassTestCase):
                 err = self.assert_denied(sql, rule)
                 self.assertNotIn("secret", err.pgerror)
 
+    def test_settings_are_guarded_too(self):
+        for sql, rule in [
+            ("SET standard_conforming_strings = off", "no-parser-switches"),
+            ("UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", "no-role-switch"),
+            ("CREATE AGGREGATE scs_agg(text, boolean) (SFUNC = pg_catalog.set_config, STYPE = text)",
+             "no-set-config"),
+        ]:
+            with self.subTest(sql=sql):
+                self.assert_denied(sql, rule)
+        self.assertEqual(self.setting("standard_conforming_strings"), "on")
+
     def test_extended_protocol_parameter_is_unreadable(self):
         # psycopg2 interpolates client-side; a server-side PREPARE with a
         # parameter is the protocol's Parse with $1.
