@@ -786,15 +786,6 @@ class tree_walker {
     return true;
   }
 
-  bool failed() const { return failed_; }
-  bool fail(std::string message) {
-    if (!failed_) {
-      failed_ = true;
-      out_.parse_error = std::move(message);
-    }
-    return false;
-  }
-
   // The next SQL text to parse, in the order they were found.
   bool next_text(sql_text& t) {
     if (next_text_ >= texts_.size()) return false;
@@ -842,6 +833,14 @@ class tree_walker {
 
  private:
   static constexpr std::size_t no_parent = static_cast<std::size_t>(-1);
+
+  bool fail(std::string message) {
+    if (!failed_) {
+      failed_ = true;
+      out_.parse_error = std::move(message);
+    }
+    return false;
+  }
 
   // One unit of pending work: visit an element on behalf of an entry (the
   // innermost statement enclosing it), or close an entry once everything
