@@ -256,16 +256,47 @@ bool groups_match(const rule& r, std::span<const std::string> groups) {
   return false;
 }
 
+// A wildcard stands for names the classifier could not see: "*" or
+// "<schema>.*" among the tables (schema_to_xml, database_to_xml), "*" among
+// the parameters (a write to pg_settings that does not pin the name). A deny
+// or require_approval rule on a name it may stand for matches; an allow rule
+// does not (fail closed).
+bool is_wildcard_table(std::string_view t) { return last_part(t) == "*"; }
+
 bool tables_match(const rule& r, const statement_facts& f) {
+  const bool allow = r.action == policy_action::allow;
+  if (allow && std::any_of(f.tables.begin(), f.tables.end(), [](const std::string& t) { return is_wildcard_table(t); }))
+    return false;
   for (const auto& t : f.tables) {
     const std::string_view name = last_part(t);
     const std::string_view schema = schema_part(t);
+    if (name == "*") {
+      for (const auto& p : r.tables)
+        if (p.schema.empty() || schema.empty() || ci_compare(schema, p.schema) == 0) return true;
+      continue;
+    }
     auto it = std::lower_bound(r.tables.begin(), r.tables.end(), name, [](const table_pattern& p, std::string_view n) {
       return ci_compare(n, p.name) > 0;
     });
     for (; it != r.tables.end() && ci_compare(name, it->name) == 0; ++it)
       if (it->schema.empty() || schema.empty() || ci_compare(schema, it->schema) == 0) return true;
   }
+  return false;
+}
+
+// A statement can set several parameters (SET TRANSACTION ISOLATION LEVEL
+// SERIALIZABLE, READ WRITE). A deny or require_approval rule matches if it
+// names any of them, or the statement may set one it cannot name ("*"); an
+// allow rule only if it names every one.
+bool parameters_match(const rule& r, const statement_facts& f) {
+  if (f.set_parameters.empty()) return false;
+  if (r.action == policy_action::allow) {
+    for (const auto& p : f.set_parameters)
+      if (p == "*" || !ci_contains(r.set_parameters, p)) return false;
+    return true;
+  }
+  for (const auto& p : f.set_parameters)
+    if (p == "*" || ci_contains(r.set_parameters, p)) return true;
   return false;
 }
 
@@ -281,8 +312,7 @@ bool rule_matches(const rule& r, const statement_facts& f, std::span<const std::
       !tri_holds(r.writes, f.writes))
     return false;
   if (!groups_match(r, groups)) return false;
-  if (!r.set_parameters.empty() && (f.set_parameter.empty() || !ci_contains(r.set_parameters, f.set_parameter)))
-    return false;
+  if (!r.set_parameters.empty() && !parameters_match(r, f)) return false;
   if (!r.functions.empty() && !functions_match(r, f)) return false;
   if (!r.tables.empty() && !tables_match(r, f)) return false;
   return true;

@@ -132,6 +132,10 @@ class policy {
   // strictest outcome over all statements wins (deny > require_approval >
   // allow); among denials the first. Several require_approval outcomes are
   // combined as docs/policy.md describes. No statements: allow.
+  // Wildcards in the facts (a "*" parameter, a "*" or "<schema>.*" table:
+  // names the classifier could not see) match deny and require_approval
+  // rules on any name they may stand for and never an allow rule; an allow
+  // rule on parameters must list every parameter the statement sets.
   // Does not allocate.
   policy_decision evaluate(std::string_view target, std::span<const std::string> groups,
                            std::span<const statement_facts> statements) const;

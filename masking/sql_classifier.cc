@@ -12,6 +12,8 @@
 #include <cassert>
 #include <cstdint>
 #include <cstring>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "masking/hs_compiled.h"
@@ -554,13 +556,212 @@ bool explain_analyzes(object explain) {
   return false;
 }
 
+// The value of a string constant as the server will read it: an A_Const
+// string (the parser has already decoded E'', U&'', dollar quotes and
+// adjacent literals), through casts that keep every byte (text, varchar or
+// unknown without a length; regclass where a table is named). Anything else,
+// an operator (|| can be redefined through search_path), a column, a
+// parameter, a function, is not a constant. A NULL constant sets is_null.
+//
+// A cast's type must be written pg_catalog.text (the grammar writes varchar,
+// character varying, ... that way itself): an unqualified "text" is looked
+// up through search_path, and a client's own type of that name can carry
+// an implicit cast to pg_catalog.text whose function returns other SQL.
+// Where the value only adds a name to the facts (a regclass constant), any
+// schema is taken (reporting more is safe).
+enum class cast_schemas : std::uint8_t { pg_catalog_only, any };
+
+bool constant_string(element e, bool allow_regclass, cast_schemas schemas, std::string_view& out, bool& is_null) {
+  for (int casts = 0; casts < 8; ++casts) {
+    std::string_view type;
+    object body;
+    if (!unwrap(e, type, body)) return false;
+    if (type == "A_Const") {
+      if (bool_field(body, "isnull")) {
+        is_null = true;
+        return true;
+      }
+      object sval;
+      if (body.at_key("sval").get_object().get(sval) != simdjson::SUCCESS) return false;
+      out = string_field(sval, "sval");
+      return true;
+    }
+    if (type != "TypeCast") return false;
+    object type_name;
+    array names;
+    if (body.at_key("typeName").get_object().get(type_name) != simdjson::SUCCESS ||
+        type_name.at_key("names").get_array().get(names) != simdjson::SUCCESS)
+      return false;
+    if (has_field(type_name, "typmods") || has_field(type_name, "arrayBounds") || bool_field(type_name, "setof"))
+      return false;
+    const std::string name = dotted_name(names, 0);
+    const std::string_view last = last_part(name);
+    const bool pg_catalog = name.size() != last.size() && name.substr(0, name.size() - last.size()) == "pg_catalog.";
+    if (!pg_catalog && (schemas == cast_schemas::pg_catalog_only || name.size() != last.size())) return false;
+    if (last != "text" && last != "varchar" && last != "unknown" && !(allow_regclass && last == "regclass"))
+      return false;
+    if (body.at_key("arg").get(e) != simdjson::SUCCESS) return false;
+  }
+  return false;
+}
+
+// regclassin(): a table named in a string ('Public."Payments"'), read as the
+// server reads it (stringToQualifiedNameList): dot-separated identifiers,
+// unquoted ones folded to lower case (ASCII: the server encoding is UTF-8),
+// quoted ones as written with "" for ", each cut to 63 bytes, blanks around
+// them skipped. False for what names no table by name: an OID ('16384'),
+// "-", or text the server rejects.
+bool parse_regclass(std::string_view s, std::string& out) {
+  out.clear();
+  if (s.empty() || s == "-") return false;
+  if (std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+  std::size_t pos = 0;
+  std::size_t parts = 0;
+  auto skip_space = [&] {
+    while (pos < s.size() && is_pg_space(s[pos])) ++pos;
+  };
+  skip_space();
+  for (;;) {
+    std::string part;
+    if (pos < s.size() && s[pos] == '"') {
+      ++pos;
+      for (;;) {
+        if (pos >= s.size()) return false;  // unterminated
+        if (s[pos] == '"') {
+          if (pos + 1 < s.size() && s[pos + 1] == '"') {
+            part += '"';
+            pos += 2;
+            continue;
+          }
+          ++pos;
+          break;
+        }
+        part += s[pos++];
+      }
+      if (part.empty()) return false;
+    } else {
+      while (pos < s.size() && s[pos] != '.' && !is_pg_space(s[pos])) part += ascii_lower(s[pos++]);
+      if (part.empty()) return false;
+    }
+    if (part.size() > identifier_bytes_max) {
+      std::size_t cut = identifier_bytes_max;
+      while (cut > 0 && (static_cast<unsigned char>(part[cut]) & 0xc0) == 0x80) --cut;  // a UTF-8 boundary
+      part.resize(cut);
+    }
+    if (++parts > 3) return false;
+    if (!out.empty()) out += '.';
+    out += part;
+    skip_space();
+    if (pos >= s.size()) return true;
+    if (s[pos] != '.') return false;
+    ++pos;
+    skip_space();
+  }
+}
+
+// Built-ins that read tables or run SQL the call itself does not name
+// (PostgreSQL 15's pg_proc, plus the dblink and pageinspect extensions).
+// Matched by the last part of the name, as rules match functions.
+enum class hidden_read : std::uint8_t {
+  sql_text,  // runs the SQL text in argument `position` / named `param`
+  sql_last,  // dblink family: runs its last non-boolean argument
+  table,     // reads the table named by a regclass (or text) argument
+  schema,    // reads every table of the schema named by its argument
+  database,  // reads every table
+  cursor,    // reads a cursor opened earlier, by a statement it cannot name
+};
+
+struct hidden_read_function {
+  std::string_view name;
+  hidden_read what;
+  std::string_view param;  // the argument's name, for named notation
+  std::size_t position;
+};
+
+constexpr hidden_read_function hidden_read_functions[] = {
+    {"query_to_xml", hidden_read::sql_text, "query", 0},
+    {"query_to_xmlschema", hidden_read::sql_text, "query", 0},
+    {"query_to_xml_and_xmlschema", hidden_read::sql_text, "query", 0},
+    {"ts_stat", hidden_read::sql_text, "query", 0},
+    {"ts_rewrite", hidden_read::sql_text, "", 1},  // ts_rewrite(tsquery, select text)
+    {"dblink", hidden_read::sql_last, "", 0},
+    {"dblink_exec", hidden_read::sql_last, "", 0},
+    {"dblink_open", hidden_read::sql_last, "", 0},
+    {"dblink_send_query", hidden_read::sql_last, "", 0},
+    {"table_to_xml", hidden_read::table, "tbl", 0},
+    {"table_to_xmlschema", hidden_read::table, "tbl", 0},
+    {"table_to_xml_and_xmlschema", hidden_read::table, "tbl", 0},
+    {"get_raw_page", hidden_read::table, "relname", 0},
+    {"schema_to_xml", hidden_read::schema, "schema", 0},
+    {"schema_to_xmlschema", hidden_read::schema, "schema", 0},
+    {"schema_to_xml_and_xmlschema", hidden_read::schema, "schema", 0},
+    {"database_to_xml", hidden_read::database, "", 0},
+    {"database_to_xmlschema", hidden_read::database, "", 0},
+    {"database_to_xml_and_xmlschema", hidden_read::database, "", 0},
+    {"cursor_to_xml", hidden_read::cursor, "cursor", 0},
+    {"cursor_to_xmlschema", hidden_read::cursor, "cursor", 0},
+};
+
+const hidden_read_function* find_hidden_read(std::string_view last) {
+  for (const auto& f : hidden_read_functions)
+    if (f.name == last) return &f;
+  return nullptr;
+}
+
+// Definitions that name functions the server will call later under another
+// name (an aggregate's transition function, an operator's function, a type's
+// input function, ...): DefElem names, by the statement that holds them.
+constexpr std::string_view function_defelems[] = {
+    // CREATE AGGREGATE (sfunc1: the pre-8.2 spelling, still accepted)
+    "sfunc", "sfunc1", "finalfunc", "combinefunc", "serialfunc", "deserialfunc", "msfunc", "minvfunc",
+    "mfinalfunc",
+    // CREATE/ALTER OPERATOR
+    "function", "procedure", "restrict", "join",
+    // CREATE/ALTER TYPE (base types)
+    "input", "output", "receive", "send", "typmod_in", "typmod_out", "analyze", "subscript",
+    // CREATE TYPE ... AS RANGE
+    "subtype_diff", "canonical",
+    // CREATE TEXT SEARCH PARSER / TEMPLATE
+    "start", "gettoken", "end", "headline", "lextypes", "init", "lexize",
+    // CREATE/ALTER FOREIGN DATA WRAPPER
+    "handler", "validator",
+    // CREATE/ALTER FUNCTION ... SUPPORT
+    "support"};
+
+bool names_a_function(std::string_view defname) {
+  return std::find(std::begin(function_defelems), std::end(function_defelems), defname) !=
+         std::end(function_defelems);
+}
+
 // Walks the tree without recursion: the JSON nests as deep as the statement
 // does (its bound, parse_tree_depth_max, is in the tens of thousands), and a
 // frame per level would make the stack this needs depend on the compiler and
 // the sanitizers. Pending work lives in a vector instead, visited in document
 // order so nested statements are listed as they are written.
+//
+// Names are added to their entry and to every entry enclosing it as they are
+// found, stopping at the first that has them already (an entry holds all its
+// descendants' names, so its ancestors do too): the work is one step per
+// (entry, name) pair reported, which names_max bounds, never a copy of a
+// child's list into its parent at each level.
+//
+// SQL given as text to a built-in (query_to_xml('select ...')) and the body
+// of a LANGUAGE sql function are parsed after the tree they sit in has been
+// walked (the JSON parser holds one tree at a time), as statements nested in
+// the entry that holds them.
 class tree_walker {
  public:
+  // A constant SQL text found in the tree, to be parsed once it is walked.
+  struct sql_text {
+    std::string text;
+    std::string source;  // for messages: "query_to_xml", "the body of function f"
+    std::size_t owner;
+    bool executes;
+    std::uint32_t depth;  // how many SQL texts enclose it
+  };
+
+  static constexpr std::uint32_t sql_text_depth_max = 8;
+
   tree_walker(classification& out, const classifier_spec& spec) : out_(out), spec_(spec) {}
 
   // Fills out_.statements from the tree's "stmts". False (with out_.parse_error
@@ -585,8 +786,61 @@ class tree_walker {
     return true;
   }
 
+  // The next SQL text to parse, in the order they were found.
+  bool next_text(sql_text& t) {
+    if (next_text_ >= texts_.size()) return false;
+    t = std::move(texts_[next_text_++]);
+    return true;
+  }
+
+  // Walks the parse tree of a text next_text() handed out: its statements
+  // are nested in the entry that held the text.
+  bool walk_text(element root, const sql_text& t) {
+    array stmts;
+    if (root.at_key("stmts").get_array().get(stmts) != simdjson::SUCCESS) return fail("parse tree without statements");
+    text_depth_ = t.depth;
+    for (element raw : stmts) {
+      object raw_stmt;
+      element stmt;
+      if (raw.get_object().get(raw_stmt) != simdjson::SUCCESS) return fail("malformed parse tree");
+      if (raw_stmt.at_key("stmt").get(stmt) != simdjson::SUCCESS) continue;
+      std::string_view type;
+      object body;
+      if (!unwrap(stmt, type, body)) return fail("malformed parse tree");
+      if (t.executes) {
+        open_statement(type, body, entry(t.owner).top_level_index, t.owner, true);
+      } else {
+        pending_.push_back({false, false, t.owner, stmt});
+      }
+      drain();
+      if (failed_) return false;
+    }
+    return true;
+  }
+
+  // Writes each entry's names and parameters, sorted and unique.
+  void finish() {
+    for (std::size_t i = 0; i < out_.statements.size(); ++i) {
+      statement_facts& f = out_.statements[i];
+      for (std::uint32_t id : names_[i].tables) f.tables.push_back(*interned_[id]);
+      for (std::uint32_t id : names_[i].functions) f.functions.push_back(*interned_[id]);
+      std::sort(f.tables.begin(), f.tables.end());
+      std::sort(f.functions.begin(), f.functions.end());
+      std::sort(f.set_parameters.begin(), f.set_parameters.end());
+      f.set_parameters.erase(std::unique(f.set_parameters.begin(), f.set_parameters.end()), f.set_parameters.end());
+    }
+  }
+
  private:
   static constexpr std::size_t no_parent = static_cast<std::size_t>(-1);
+
+  bool fail(std::string message) {
+    if (!failed_) {
+      failed_ = true;
+      out_.parse_error = std::move(message);
+    }
+    return false;
+  }
 
   // One unit of pending work: visit an element on behalf of an entry (the
   // innermost statement enclosing it), or close an entry once everything
@@ -598,13 +852,12 @@ class tree_walker {
     element e;
   };
 
-  bool fail(std::string message) {
-    if (!failed_) {
-      failed_ = true;
-      out_.parse_error = std::move(message);
-    }
-    return false;
-  }
+  enum class name_kind : std::uint64_t { table = 0, function = 1 };
+
+  struct entry_names {
+    std::vector<std::uint32_t> tables;
+    std::vector<std::uint32_t> functions;
+  };
 
   statement_facts& entry(std::size_t i) { return out_.statements[i]; }
 
@@ -637,9 +890,10 @@ class tree_walker {
     const std::size_t idx = out_.statements.size();
     out_.statements.emplace_back();
     parents_.push_back(parent);
+    names_.emplace_back();
     entry(idx).top_level_index = top;
     entry(idx).nested = parent != no_parent;
-    if (!describe(type, body, entry(idx))) return;
+    if (!describe(type, body, idx)) return;
 
     pending_.push_back({true, executes, idx, element()});
     element query;
@@ -671,29 +925,40 @@ class tree_walker {
     }
   }
 
-  // Dedupes the entry's names, checks the bound, and hands them (and the
-  // fact that it writes) to the enclosing entry.
+  // Hands the fact that it writes to the enclosing entries. An ancestor that
+  // already writes has passed it on, or will when it closes.
   void close(std::size_t idx) {
-    auto dedupe = [](std::vector<std::string>& v) {
-      std::sort(v.begin(), v.end());
-      v.erase(std::unique(v.begin(), v.end()), v.end());
-    };
-    dedupe(entry(idx).tables);
-    dedupe(entry(idx).functions);
-    if (entry(idx).tables.size() > names_max || entry(idx).functions.size() > names_max) {
-      fail("statement names too many tables or functions");
-      return;
+    if (!entry(idx).writes) return;
+    for (std::size_t p = parents_[idx]; p != no_parent && !entry(p).writes; p = parents_[p]) entry(p).writes = true;
+  }
+
+  void add_name(name_kind kind, std::string name, std::size_t owner) {
+    if (name.empty() || failed_) return;
+    auto [it, fresh] = ids_.try_emplace(std::move(name), static_cast<std::uint32_t>(interned_.size()));
+    if (fresh) interned_.push_back(&it->first);
+    const std::uint64_t id = it->second;
+    for (std::size_t e = owner; e != no_parent; e = parents_[e]) {
+      const std::uint64_t key = (static_cast<std::uint64_t>(e) << 33) | (static_cast<std::uint64_t>(kind) << 32) | id;
+      if (!pairs_.insert(key).second) return;
+      auto& list = kind == name_kind::table ? names_[e].tables : names_[e].functions;
+      list.push_back(static_cast<std::uint32_t>(id));
+      if (++names_count_ > spec_.names_max) {
+        fail("statement too complex: it names more than " + std::to_string(spec_.names_max) +
+             " tables and functions (counted once per enclosing statement)");
+        return;
+      }
     }
-    const std::size_t parent_idx = parents_[idx];
-    if (parent_idx == no_parent) return;
-    statement_facts& parent = entry(parent_idx);
-    const statement_facts& child = entry(idx);
-    parent.tables.insert(parent.tables.end(), child.tables.begin(), child.tables.end());
-    parent.functions.insert(parent.functions.end(), child.functions.begin(), child.functions.end());
-    if (child.writes) parent.writes = true;
+  }
+
+  void add_parameter(std::string name, std::size_t owner) {
+    if (!name.empty()) entry(owner).set_parameters.push_back(std::move(name));
   }
 
   void visit(const work& w) {
+    if (++nodes_ > spec_.walk_nodes_max) {
+      fail("statement too complex: its parse tree has more than " + std::to_string(spec_.walk_nodes_max) + " nodes");
+      return;
+    }
     switch (w.e.type()) {
       case simdjson::dom::element_type::ARRAY: {
         array a;
@@ -734,11 +999,20 @@ class tree_walker {
       open_statement(type, body, entry(w.owner).top_level_index, w.owner, w.executes);
       return;
     }
+    if (type == "FuncCall") {
+      function_call(body, w);
+    } else if (type == "TypeCast") {
+      type_cast(body, w.owner);
+    } else if (type == "VariableSetStmt") {
+      // CREATE/ALTER FUNCTION ... SET x = v: set while the function runs.
+      set_names(body, w.owner);
+    }
     fields(body, type, w.owner, w.executes);
   }
 
   // Takes what this object says directly and schedules its children.
   void fields(object o, std::string_view type, std::size_t owner, bool executes) {
+    if (!type.empty()) definition_functions(type, o, owner, executes);
     const std::size_t mark = pending_.size();
     for (auto field : o) {
       if (field.key == "relname") {
@@ -765,13 +1039,310 @@ class tree_walker {
       if (!name.empty()) name += '.';
       name += part;
     }
-    if (!name.empty()) entry(owner).tables.push_back(std::move(name));
+    // A view over pg_settings is updatable, and an UPDATE of it runs the
+    // view's set_config rule: it is a way to set any parameter later.
+    if (string_field(range_var, "relname") == "pg_settings" && entry(owner).kind == "CREATE VIEW")
+      add_parameter("*", owner);
+    add_name(name_kind::table, std::move(name), owner);
   }
 
   void add_function(std::string name, std::size_t owner) {
     if (name.empty()) return;
     for (char& c : name) c = ascii_lower(c);
-    entry(owner).functions.push_back(std::move(name));
+    add_name(name_kind::function, std::move(name), owner);
+  }
+
+  // A function a definition names (not a call): the server calls it later,
+  // under the aggregate's, operator's, cast's or type's name. One that runs
+  // SQL given as text would then run text the gateway never sees.
+  void add_defined_function(std::string name, std::size_t owner) {
+    if (name.empty()) return;
+    for (char& c : name) c = ascii_lower(c);
+    if (const hidden_read_function* h = find_hidden_read(last_part(name));
+        h != nullptr && h->what != hidden_read::table && h->what != hidden_read::schema &&
+        h->what != hidden_read::database) {
+      fail("a definition names " + std::string(h->name) +
+           ", which runs SQL given to it as text: what it would run cannot be seen");
+      return;
+    }
+    add_name(name_kind::function, std::move(name), owner);
+  }
+
+  // A DefElem's argument naming a function: a type-like name (SFUNC = s.f),
+  // a string (SFUNC = 'f', taken verbatim) or a name list (HANDLER h).
+  void add_defined_function(element arg, std::size_t owner) {
+    std::string_view type;
+    object body;
+    if (!unwrap(arg, type, body)) return;
+    array names;
+    if (type == "TypeName" && body.at_key("names").get_array().get(names) == simdjson::SUCCESS) {
+      add_defined_function(dotted_name(names, 0), owner);
+    } else if (type == "List" && body.at_key("items").get_array().get(names) == simdjson::SUCCESS) {
+      add_defined_function(dotted_name(names, 0), owner);
+    } else if (type == "String") {
+      add_defined_function(std::string(string_field(body, "sval")), owner);
+    }
+  }
+
+  void add_defined_functions(object o, std::string_view list_key, std::size_t owner) {
+    array list;
+    if (o.at_key(list_key).get_array().get(list) != simdjson::SUCCESS) return;
+    for (element item : list) {
+      std::string_view type;
+      object def;
+      element arg;
+      if (!unwrap(item, type, def) || type != "DefElem") continue;
+      if (!names_a_function(string_field(def, "defname"))) continue;
+      if (def.at_key("arg").get(arg) == simdjson::SUCCESS) add_defined_function(arg, owner);
+    }
+  }
+
+  void add_object_function(object o, std::string_view key, std::size_t owner) {
+    object with_args;
+    array names;
+    if (o.at_key(key).get_object().get(with_args) == simdjson::SUCCESS &&
+        with_args.at_key("objname").get_array().get(names) == simdjson::SUCCESS)
+      add_defined_function(dotted_name(names, 0), owner);
+  }
+
+  void add_name_list_function(object o, std::string_view key, std::size_t owner) {
+    array names;
+    if (o.at_key(key).get_array().get(names) == simdjson::SUCCESS) add_defined_function(dotted_name(names, 0), owner);
+  }
+
+  // Functions named by definitions, and the SQL body of a LANGUAGE sql
+  // function (parsed as statements nested in the CREATE FUNCTION, as a
+  // BEGIN ATOMIC body is).
+  void definition_functions(std::string_view type, object o, std::size_t owner, bool executes) {
+    if (type == "DefineStmt") {
+      add_defined_functions(o, "definition", owner);
+    } else if (type == "CreateRangeStmt") {
+      add_defined_functions(o, "params", owner);
+    } else if (type == "AlterOperatorStmt" || type == "AlterTypeStmt") {
+      add_defined_functions(o, "options", owner);
+    } else if (type == "CreateFdwStmt" || type == "AlterFdwStmt") {
+      add_defined_functions(o, "func_options", owner);
+    } else if (type == "AlterFunctionStmt") {
+      add_defined_functions(o, "actions", owner);
+    } else if (type == "CreateFunctionStmt") {
+      add_defined_functions(o, "options", owner);
+      sql_function_body(o, owner, executes);
+    } else if (type == "CreateCastStmt") {
+      add_object_function(o, "func", owner);
+    } else if (type == "CreateTransformStmt") {
+      add_object_function(o, "fromsql", owner);
+      add_object_function(o, "tosql", owner);
+    } else if (type == "CreateOpClassItem") {
+      std::int64_t item_type = 0;
+      if (o.at_key("itemtype").get_int64().get(item_type) == simdjson::SUCCESS && item_type == 2)  // OPCLASS_ITEM_FUNCTION
+        add_object_function(o, "name", owner);
+    } else if (type == "CreateConversionStmt") {
+      add_name_list_function(o, "func_name", owner);
+    } else if (type == "CreatePLangStmt") {
+      add_name_list_function(o, "plhandler", owner);
+      add_name_list_function(o, "plinline", owner);
+      add_name_list_function(o, "plvalidator", owner);
+    } else if (type == "CreateAmStmt") {
+      add_name_list_function(o, "handler_name", owner);
+    }
+  }
+
+  void sql_function_body(object o, std::size_t owner, bool executes) {
+    array options;
+    if (o.at_key("options").get_array().get(options) != simdjson::SUCCESS) return;
+    std::string_view language;
+    element body;
+    bool has_body = false;
+    for (element item : options) {
+      std::string_view type;
+      object def;
+      element arg;
+      if (!unwrap(item, type, def) || type != "DefElem" || def.at_key("arg").get(arg) != simdjson::SUCCESS) continue;
+      const std::string_view name = string_field(def, "defname");
+      std::string_view arg_type;
+      object arg_body;
+      if (!unwrap(arg, arg_type, arg_body)) continue;
+      if (name == "language" && arg_type == "String") language = string_field(arg_body, "sval");
+      if (name == "as") {
+        body = arg;
+        has_body = true;
+      }
+    }
+    if (!has_body || lowered(language) != "sql") return;
+    std::string_view type;
+    object list;
+    array items;
+    if (!unwrap(body, type, list) || type != "List" || list.at_key("items").get_array().get(items) != simdjson::SUCCESS ||
+        items.size() != 1)
+      return;  // two strings would be a C function's file and symbol
+    for (element item : items) {
+      object str;
+      if (unwrap(item, type, str) && type == "String")
+        queue_text(string_field(str, "sval"), "the body of a LANGUAGE sql function", owner, executes);
+    }
+  }
+
+  void queue_text(std::string_view text, std::string source, std::size_t owner, bool executes) {
+    if (failed_) return;
+    if (text_depth_ + 1 > sql_text_depth_max) {
+      fail("SQL text nests too deeply (in " + source + ")");
+      return;
+    }
+    if (text.find('\0') != std::string_view::npos) {
+      fail("SQL text given to " + source + " contains a NUL byte");
+      return;
+    }
+    text_bytes_ += text.size();
+    if (text_bytes_ > spec_.statement_bytes_max) {
+      fail("statement too large: SQL given as text adds more than " + std::to_string(spec_.statement_bytes_max) +
+           " bytes");
+      return;
+    }
+    texts_.push_back({std::string(text), std::move(source), owner, executes, text_depth_ + 1});
+  }
+
+  // The argument of a call by position, or by name (query => '...'). False
+  // when it cannot be told which argument the server will bind to it.
+  static bool argument(object call, std::string_view param, std::size_t position, element& out) {
+    if (bool_field(call, "func_variadic")) return false;
+    array args;
+    if (call.at_key("args").get_array().get(args) != simdjson::SUCCESS) return false;
+    std::size_t i = 0;
+    for (element a : args) {
+      std::string_view type;
+      object body;
+      if (unwrap(a, type, body) && type == "NamedArgExpr") {
+        if (!param.empty() && string_field(body, "name") == param) return body.at_key("arg").get(out) == simdjson::SUCCESS;
+        ++i;
+        continue;
+      }
+      if (i == position) {
+        out = a;
+        return true;
+      }
+      ++i;
+    }
+    return false;
+  }
+
+  // dblink(conn, sql [, fail_on_error]) and its kin: the SQL is the last
+  // argument that is not a boolean constant. Named notation is refused.
+  static bool last_text_argument(object call, element& out) {
+    if (bool_field(call, "func_variadic")) return false;
+    array args;
+    if (call.at_key("args").get_array().get(args) != simdjson::SUCCESS) return false;
+    std::vector<element> positional;
+    for (element a : args) {
+      std::string_view type;
+      object body;
+      if (unwrap(a, type, body) && type == "NamedArgExpr") return false;
+      positional.push_back(a);
+    }
+    while (!positional.empty()) {
+      std::string_view type;
+      object body;
+      if (unwrap(positional.back(), type, body) && type == "A_Const" && has_field(body, "boolval")) {
+        positional.pop_back();
+        continue;
+      }
+      break;
+    }
+    if (positional.empty()) return false;
+    out = positional.back();
+    return true;
+  }
+
+  void function_call(object call, const work& w) {
+    array parts;
+    if (call.at_key("funcname").get_array().get(parts) != simdjson::SUCCESS) return;
+    const std::string name = lowered(dotted_name(parts, 0));
+    const std::string_view last = last_part(name);
+    if (last == "regclass" || last == "to_regclass") {
+      element arg;
+      std::string_view text;
+      bool is_null = false;
+      std::string table;
+      if (argument(call, "", 0, arg) && constant_string(arg, true, cast_schemas::any, text, is_null) && !is_null &&
+          parse_regclass(text, table))
+        add_name(name_kind::table, std::move(table), w.owner);
+      return;
+    }
+    const hidden_read_function* h = find_hidden_read(last);
+    if (h == nullptr) return;
+    element arg;
+    std::string_view text;
+    bool is_null = false;
+    switch (h->what) {
+      case hidden_read::sql_text:
+      case hidden_read::sql_last: {
+        const bool found = h->what == hidden_read::sql_last ? last_text_argument(call, arg)
+                           : h->name == "ts_rewrite"       ? argument_count(call) == 2 && argument(call, "", 1, arg)
+                                                           : argument(call, h->param, h->position, arg);
+        if (h->name == "ts_rewrite" && argument_count(call) != 2) return;  // ts_rewrite(tsquery, tsquery, tsquery)
+        if (!found || !constant_string(arg, false, cast_schemas::pg_catalog_only, text, is_null)) {
+          fail(std::string(h->name) + " is given SQL text that is not a constant: what it runs cannot be seen");
+          return;
+        }
+        if (!is_null) queue_text(text, std::string(h->name), w.owner, w.executes);
+        return;
+      }
+      case hidden_read::table: {
+        std::string table;
+        if (argument(call, h->param, h->position, arg) &&
+            constant_string(arg, true, cast_schemas::pg_catalog_only, text, is_null) &&
+            (is_null || parse_regclass(text, table))) {
+          add_name(name_kind::table, std::move(table), w.owner);
+        } else if (spec_.tables) {
+          fail(std::string(h->name) + " reads a table that is not named by a constant: which one cannot be seen");
+        }
+        return;
+      }
+      case hidden_read::schema: {
+        if (argument(call, h->param, h->position, arg) &&
+            constant_string(arg, false, cast_schemas::pg_catalog_only, text, is_null)) {
+          // A name argument is taken verbatim: no case folding, no quotes.
+          if (!is_null) add_name(name_kind::table, std::string(text) + ".*", w.owner);
+        } else {
+          add_name(name_kind::table, "*", w.owner);
+        }
+        return;
+      }
+      case hidden_read::database:
+        add_name(name_kind::table, "*", w.owner);
+        return;
+      case hidden_read::cursor:
+        // The cursor may have been opened by a statement this session never
+        // showed the gateway (inside a function, or under an earlier policy).
+        if (spec_.tables) fail(std::string(h->name) + " reads a cursor: which tables it reads cannot be seen");
+        return;
+    }
+  }
+
+  static std::size_t argument_count(object call) {
+    array args;
+    if (call.at_key("args").get_array().get(args) != simdjson::SUCCESS) return 0;
+    return args.size();
+  }
+
+  // 'payments'::regclass (and CAST(... AS regclass), regclass 'payments')
+  // names a table; a regclass cast of anything else is an OID lookup that
+  // reads nothing.
+  void type_cast(object cast, std::size_t owner) {
+    object type_name;
+    array names;
+    if (cast.at_key("typeName").get_object().get(type_name) != simdjson::SUCCESS ||
+        type_name.at_key("names").get_array().get(names) != simdjson::SUCCESS)
+      return;
+    const std::string name = dotted_name(names, 0);
+    if (last_part(name) != "regclass") return;
+    element arg;
+    std::string_view text;
+    bool is_null = false;
+    std::string table;
+    if (cast.at_key("arg").get(arg) == simdjson::SUCCESS &&
+        constant_string(arg, true, cast_schemas::any, text, is_null) && !is_null &&
+        parse_regclass(text, table))
+      add_name(name_kind::table, std::move(table), owner);
   }
 
   // DROP TABLE a.b names its relations as lists of strings, not RangeVars;
@@ -794,14 +1365,14 @@ class tree_walker {
       array parts;
       if (!unwrap(item, type, body) || type != "List") continue;
       if (body.at_key("items").get_array().get(parts) != simdjson::SUCCESS) continue;
-      std::string name = dotted_name(parts, drop_last);
-      if (!name.empty()) entry(owner).tables.push_back(std::move(name));
+      add_name(name_kind::table, dotted_name(parts, drop_last), owner);
     }
   }
 
   // Sets kind and the statement's own properties. False for a statement this
   // classifier does not know: it fails closed rather than guess.
-  bool describe(std::string_view type, object body, statement_facts& f) {
+  bool describe(std::string_view type, object body, std::size_t idx) {
+    statement_facts& f = entry(idx);
     for (const auto& t : fixed_tags) {
       if (t.node != type) continue;
       f.kind = t.tag;
@@ -809,8 +1380,10 @@ class tree_walker {
       if (type == "UpdateStmt" || type == "DeleteStmt") f.without_where = !has_field(body, "whereClause");
       if (type == "AlterRoleSetStmt" || type == "AlterDatabaseSetStmt" || type == "AlterSystemStmt") {
         object set;
-        if (body.at_key("setstmt").get_object().get(set) == simdjson::SUCCESS) f.set_parameter = set_name(set);
+        if (body.at_key("setstmt").get_object().get(set) == simdjson::SUCCESS) set_names(set, idx);
       }
+      if (type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt" || type == "MergeStmt")
+        settings_write(type, body, idx);
       return true;
     }
     if (type == "SelectStmt") {
@@ -822,20 +1395,173 @@ class tree_walker {
       f.kind = "COPY";
       f.copy_program = bool_field(body, "is_program");
       f.writes = bool_field(body, "is_from");
+      if (f.writes) settings_write(type, body, idx);
       return true;
     }
     if (type == "VariableSetStmt") {
       const std::string_view kind = string_field(body, "kind");
       f.kind = (kind == "VAR_RESET" || kind == "VAR_RESET_ALL") ? "RESET" : "SET";
-      f.set_parameter = set_name(body);
+      set_names(body, idx);
+      return true;
+    }
+    if (type == "TransactionStmt") {
+      if (!transaction_tag(string_field(body, "kind"), f)) return fail("unrecognised transaction statement");
+      transaction_modes(body, "options", "", idx);
       return true;
     }
     return describe_computed(type, body, f) || fail("unrecognised statement: " + std::string(type));
   }
 
-  static std::string set_name(object set) {
-    if (string_field(set, "kind") == "VAR_RESET_ALL") return "all";
-    return lowered(string_field(set, "name"));
+  // The parameters a SET/RESET (or the SET of ALTER ROLE/DATABASE/SYSTEM
+  // and of a function) sets. SET TRANSACTION and SET SESSION CHARACTERISTICS
+  // set the transaction_* and default_transaction_* parameters.
+  void set_names(object set, std::size_t idx) {
+    const std::string_view kind = string_field(set, "kind");
+    if (kind == "VAR_RESET_ALL") {
+      add_parameter("all", idx);
+      return;
+    }
+    const std::string name = lowered(string_field(set, "name"));
+    if (kind != "VAR_SET_MULTI") {
+      add_parameter(name.empty() ? "*" : name, idx);
+      return;
+    }
+    if (name == "transaction") {
+      transaction_modes(set, "args", "", idx);
+    } else if (name == "session characteristics") {
+      transaction_modes(set, "args", "default_", idx);
+    } else if (name == "transaction snapshot") {
+      add_parameter("transaction_snapshot", idx);
+    } else {
+      add_parameter("*", idx);
+    }
+  }
+
+  // BEGIN/START TRANSACTION/SET TRANSACTION modes, as the DefElems the
+  // grammar makes of them (transaction_isolation, transaction_read_only,
+  // transaction_deferrable). READ ONLY is not reported: it can only switch
+  // the read-only safety net on, and clients send it for every read-only
+  // transaction (BEGIN READ ONLY).
+  void transaction_modes(object o, std::string_view list_key, std::string_view prefix, std::size_t idx) {
+    array list;
+    if (o.at_key(list_key).get_array().get(list) != simdjson::SUCCESS) return;
+    for (element item : list) {
+      std::string_view type;
+      object def;
+      if (!unwrap(item, type, def) || type != "DefElem") {
+        add_parameter("*", idx);
+        continue;
+      }
+      const std::string_view name = string_field(def, "defname");
+      if (name == "transaction_read_only" && read_only_mode(def)) continue;
+      add_parameter(std::string(prefix) + lowered(name), idx);
+    }
+  }
+
+  static bool read_only_mode(object def) {
+    element arg;
+    std::string_view type;
+    object a;
+    object ival;
+    std::int64_t v = 0;
+    return def.at_key("arg").get(arg) == simdjson::SUCCESS && unwrap(arg, type, a) && type == "A_Const" &&
+           a.at_key("ival").get_object().get(ival) == simdjson::SUCCESS &&
+           ival.at_key("ival").get_int64().get(v) == simdjson::SUCCESS && v == 1;
+  }
+
+  // A write to the pg_settings view sets parameters: its UPDATE rule calls
+  // set_config(). Which ones is known only from a WHERE that pins the name
+  // to constants; otherwise "*".
+  void settings_write(std::string_view type, object body, std::size_t idx) {
+    object relation;
+    if (body.at_key("relation").get_object().get(relation) != simdjson::SUCCESS) return;
+    if (string_field(relation, "relname") != "pg_settings") return;
+    std::vector<std::string> names;
+    if ((type == "UpdateStmt" || type == "DeleteStmt") && !has_field(body, "fromClause") &&
+        !has_field(body, "usingClause")) {
+      std::string_view alias = "pg_settings";
+      object alias_node;
+      if (relation.at_key("alias").get_object().get(alias_node) == simdjson::SUCCESS)
+        alias = string_field(alias_node, "aliasname");
+      element where;
+      if (body.at_key("whereClause").get(where) == simdjson::SUCCESS) pinned_names(where, alias, names);
+    }
+    if (names.empty()) names.emplace_back("*");
+    for (auto& n : names) add_parameter(std::move(n), idx);
+  }
+
+  // name OPERATOR(pg_catalog.=) 'x' (either way round), name IN ('x', 'y')
+  // with that operator, or an AND with one of those among its arguments: the
+  // names the rows can have. Empty when the WHERE does not pin them. A plain
+  // "=" is looked up through search_path, and a client's own = (text, text)
+  // in a schema searched first could match other rows: not a pin.
+  static void pinned_names(element where, std::string_view alias, std::vector<std::string>& names) {
+    std::string_view type;
+    object body;
+    if (!unwrap(where, type, body)) return;
+    if (type == "BoolExpr") {
+      if (string_field(body, "boolop") != "AND_EXPR") return;
+      array args;
+      if (body.at_key("args").get_array().get(args) != simdjson::SUCCESS) return;
+      for (element a : args) {
+        pinned_names(a, alias, names);
+        if (!names.empty()) return;
+      }
+      return;
+    }
+    if (type != "A_Expr") return;
+    const std::string_view kind = string_field(body, "kind");
+    array op;
+    if (body.at_key("name").get_array().get(op) != simdjson::SUCCESS) return;
+    const std::string op_name = dotted_name(op, 0);
+    if (op_name != "pg_catalog.=") return;
+    element lexpr;
+    element rexpr;
+    if (body.at_key("lexpr").get(lexpr) != simdjson::SUCCESS || body.at_key("rexpr").get(rexpr) != simdjson::SUCCESS)
+      return;
+    if (kind == "AEXPR_OP") {
+      if (!is_name_column(lexpr, alias)) std::swap(lexpr, rexpr);
+      std::string_view value;
+      bool is_null = false;
+      if (is_name_column(lexpr, alias) && constant_string(rexpr, false, cast_schemas::pg_catalog_only, value, is_null) && !is_null)
+        names.push_back(lowered(value));
+      return;
+    }
+    if (kind != "AEXPR_IN" || !is_name_column(lexpr, alias)) return;
+    std::string_view list_type;
+    object list;
+    array items;
+    if (!unwrap(rexpr, list_type, list) || list_type != "List" ||
+        list.at_key("items").get_array().get(items) != simdjson::SUCCESS)
+      return;
+    std::vector<std::string> values;
+    for (element item : items) {
+      std::string_view value;
+      bool is_null = false;
+      if (!constant_string(item, false, cast_schemas::pg_catalog_only, value, is_null)) return;
+      if (!is_null) values.push_back(lowered(value));
+    }
+    if (values.empty()) return;
+    names = std::move(values);
+  }
+
+  // pg_settings' column "name", unqualified or qualified by the relation's
+  // name or alias.
+  static bool is_name_column(element e, std::string_view alias) {
+    std::string_view type;
+    object body;
+    array fields;
+    if (!unwrap(e, type, body) || type != "ColumnRef" || body.at_key("fields").get_array().get(fields) != simdjson::SUCCESS)
+      return false;
+    std::vector<std::string_view> parts;
+    for (element part : fields) {
+      std::string_view t;
+      object s;
+      if (!unwrap(part, t, s) || t != "String") return false;
+      parts.push_back(string_field(s, "sval"));
+    }
+    if (parts.size() == 1) return parts[0] == "name";
+    return parts.size() == 2 && parts[0] == alias && parts[1] == "name";
   }
 
   bool noun_tag(std::string_view verb, std::string_view object_type, bool drop, statement_facts& f) {
@@ -847,7 +1573,6 @@ class tree_walker {
   }
 
   bool describe_computed(std::string_view type, object body, statement_facts& f) {
-    if (type == "TransactionStmt") return transaction_tag(string_field(body, "kind"), f);
     if (type == "DropStmt") return noun_tag("DROP", string_field(body, "removeType"), true, f);
     if (type == "AlterTableStmt" || type == "AlterTableMoveAllStmt")
       return noun_tag("ALTER", string_field(body, "objtype"), false, f);
@@ -950,12 +1675,20 @@ class tree_walker {
     return false;
   }
 
-  static constexpr std::size_t names_max = 65536;
-
   classification& out_;
   const classifier_spec& spec_;
   std::vector<work> pending_;
   std::vector<std::size_t> parents_;  // per entry: the entry it is nested in, or no_parent
+  std::vector<entry_names> names_;    // per entry: ids into interned_
+  std::unordered_map<std::string, std::uint32_t> ids_;
+  std::vector<const std::string*> interned_;
+  std::unordered_set<std::uint64_t> pairs_;  // (entry, kind, id) already reported
+  std::size_t names_count_ = 0;              // pairs reported, for the whole text
+  std::size_t nodes_ = 0;
+  std::vector<sql_text> texts_;
+  std::size_t next_text_ = 0;
+  std::size_t text_bytes_ = 0;
+  std::uint32_t text_depth_ = 0;  // of the tree being walked
   bool failed_ = false;
 };
 
@@ -1005,6 +1738,8 @@ status validate_spec(classifier_spec& spec, std::vector<std::string>& prefilter_
     return {errc::invalid_argument, "statements_max must be between 1 and 1048576"};
   if (spec.parse_tree_bytes_max < 4096 || spec.parse_tree_depth_max < 64 || spec.parse_tree_depth_max > (1u << 20))
     return {errc::invalid_argument, "parse tree bounds out of range"};
+  if (spec.names_max == 0 || spec.names_max > (1u << 24) || spec.walk_nodes_max < 64 || spec.walk_nodes_max > (1u << 30))
+    return {errc::invalid_argument, "names_max or walk_nodes_max out of range"};
   for (auto& kind : spec.statement_kinds) {
     for (char& c : kind) c = ascii_upper(c);
     if (!is_known_statement_kind(kind)) return {errc::invalid_argument, "unknown statement kind \"" + kind + "\""};
@@ -1047,6 +1782,13 @@ result<std::shared_ptr<const sql_classifier>> sql_classifier::build(const classi
   for (auto kw : trigger_keywords) {
     if (!keywords.empty()) keywords += '|';
     keywords += kw;
+  }
+  // Built-ins that run SQL given as a string: the string can spell a
+  // function name in escapes (E'\\x73et_config'), so the text is parsed.
+  for (const auto& h : hidden_read_functions) {
+    if (h.what != hidden_read::sql_text && h.what != hidden_read::sql_last) continue;
+    keywords += '|';
+    keywords += h.name;
   }
   patterns.push_back(word_pattern(keywords, true));
   ids.push_back(must_parse_id);
@@ -1119,24 +1861,49 @@ struct sql_scanner::parser_state {
       pg_query_free_parse_result(r);
       return;
     }
+    element root;
+    if (!parse_json(r, root)) return;
+    tree_walker walker(*out, *spec);
+    bool ok = walker.walk_root(root);
+    tree_walker::sql_text t;
+    while (ok && walker.next_text(t)) {
+      PgQueryParseResult inner = pg_query_parse(t.text.c_str());
+      if (inner.error != nullptr) {
+        out->parse_error = "in the SQL text given to " + t.source + ": " +
+                           (inner.error->message != nullptr ? inner.error->message : "syntax error");
+        pg_query_free_parse_result(inner);
+        ok = false;
+        break;
+      }
+      if (!parse_json(inner, root)) {
+        ok = false;
+        break;
+      }
+      ok = walker.walk_text(root, t);
+    }
+    if (ok) walker.finish();
+    out->parsed = ok;
+    if (!out->parsed) out->statements.clear();
+  }
+
+  // Reads libpg_query's JSON tree into the DOM (replacing the last one) and
+  // frees the parse result.
+  bool parse_json(PgQueryParseResult& r, element& root) {
     const std::size_t tree_bytes = r.parse_tree != nullptr ? std::strlen(r.parse_tree) : 0;
     if (tree_bytes > spec->parse_tree_bytes_max) {
       pg_query_free_parse_result(r);
       out->parse_error = "statement's parse tree is too large";
-      return;
+      return false;
     }
-    element root;
     const auto err = json.parse(r.parse_tree, tree_bytes, true).get(root);
     pg_query_free_parse_result(r);
     if (err != simdjson::SUCCESS) {
       out->parse_error = err == simdjson::DEPTH_ERROR ? "statement nests too deeply"
                                                       : std::string("unreadable parse tree: ") +
                                                             simdjson::error_message(err);
-      return;
+      return false;
     }
-    tree_walker walker(*out, *spec);
-    out->parsed = walker.walk_root(root);
-    if (!out->parsed) out->statements.clear();
+    return true;
   }
 };
 
@@ -1194,7 +1961,7 @@ void sql_scanner::classify(std::string_view sql, classification& out) {
     f.tables.clear();
     f.functions.clear();
     f.without_where = f.copy_program = f.writes = f.nested = false;
-    f.set_parameter.clear();
+    f.set_parameters.clear();
     f.top_level_index = 0;
     return;
   }

@@ -75,6 +75,17 @@ struct classifier_spec {
   // rather than parsed into a DOM.
   std::size_t parse_tree_bytes_max = 64 << 20;
   std::size_t parse_tree_depth_max = 32768;  // JSON nesting of the tree
+  // Names (tables plus functions) reported across all entries of one text,
+  // every statement in it and SQL given as text included. An entry's names
+  // include its nested entries', so a name k levels down counts k+1 times:
+  // this bounds what the classifier builds and what the policy then reads,
+  // whatever the shape. One bound per text, not per statement, so that many
+  // statements cannot multiply it. Past it: parsed=false, "statement too
+  // complex".
+  std::size_t names_max = 131072;
+  // Parse-tree values the walk may visit for one text (SQL given as text to
+  // query_to_xml & co. included). Past it: parsed=false, "statement too complex".
+  std::size_t walk_nodes_max = 4 << 20;
 };
 
 // Whether `name` (optionally schema-qualified) matches a function the

@@ -93,8 +93,16 @@ bool denied(const policy& p, statement_facts f, const groups_t& groups = no_grou
   return judge(p, {std::move(f)}, groups).action == policy_action::deny;
 }
 
+// __FILE__ is relative to the build directory when the build tree sits in
+// the source tree ("../tests/core/policy_test.cc"), and ctest runs tests
+// from a subdirectory of it: look upwards from the working directory.
 std::filesystem::path examples_dir() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "appliance" / "examples";
+  const std::filesystem::path source = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  if (source.is_absolute()) return source / "appliance" / "examples";
+  for (std::filesystem::path base = std::filesystem::current_path();; base = base.parent_path()) {
+    const std::filesystem::path candidate = base / source / "appliance" / "examples";
+    if (std::filesystem::is_directory(candidate) || base == base.parent_path()) return candidate;
+  }
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -221,7 +229,7 @@ TEST(policy_parse, demo_policy_does_what_the_demo_says) {
   EXPECT_TRUE(denied(*p, copy));
   for (const char* param : {"role", "session_authorization"}) {
     statement_facts set = stmt("SET");
-    set.set_parameter = param;
+    set.set_parameters = {param};
     EXPECT_TRUE(denied(*p, set)) << param;
   }
   EXPECT_EQ(judge(*p, {reads({"customers"})}).action, policy_action::allow);
@@ -240,6 +248,114 @@ TEST(policy_parse, readonly_policy_allows_reads_only) {
   EXPECT_EQ(judge(*p, {write_stmt("INSERT")}).rule_id, "default_action");
   EXPECT_EQ(judge(*p, {stmt("LOCK TABLE")}).rule_id, "no-heavy-maintenance");
   EXPECT_TRUE(denied(*p, calls({"nextval"})));
+}
+
+// Issue 10: the facts the classifier now reports for the routes around the
+// example policies' rules (tests/masking/sql_classifier_test.cc shows the
+// classifier reports them; tests/integration/test_guardrail_bypasses.py runs
+// them through the gateway).
+TEST(policy_parse, demo_policy_denies_the_settings_routes) {
+  auto p = must_parse(read_file(examples_dir() / "policy-demo.json"));
+  ASSERT_NE(p, nullptr);
+  // UPDATE pg_settings SET setting = 'off' WHERE name OPERATOR(pg_catalog.=) 'standard_conforming_strings'
+  statement_facts update = write_stmt("UPDATE", {"pg_settings"});
+  update.set_parameters = {"standard_conforming_strings"};
+  EXPECT_EQ(judge(*p, {update}).rule_id, "no-parser-switches");
+  // ... WHERE name = 'standard_conforming_strings' (a plain =), or 'standard' || '_conforming_strings'
+  update.set_parameters = {"*"};
+  EXPECT_TRUE(denied(*p, update));
+  // The teams policy guards the same settings.
+  auto teams = must_parse(read_file(examples_dir() / "policy-teams.json"));
+  ASSERT_NE(teams, nullptr);
+  EXPECT_EQ(judge(*teams, {update}).rule_id, "no-role-switch");
+  update.set_parameters = {"client_encoding"};
+  EXPECT_EQ(judge(*teams, {update}).rule_id, "no-parser-switches");
+  statement_facts teams_aggregate = write_stmt("CREATE AGGREGATE", {});
+  teams_aggregate.functions = {"set_config"};
+  EXPECT_EQ(judge(*teams, {teams_aggregate}).rule_id, "no-set-config");
+  // CREATE AGGREGATE a(text) (SFUNC = pg_catalog.set_config, ...)
+  statement_facts aggregate = write_stmt("CREATE AGGREGATE", {});
+  aggregate.functions = {"pg_catalog.set_config"};
+  EXPECT_EQ(judge(*p, {aggregate}).rule_id, "no-dangerous-functions");
+  // CREATE FUNCTION ... SET client_encoding = 'SJIS'
+  statement_facts function = write_stmt("CREATE FUNCTION", {});
+  function.set_parameters = {"client_encoding"};
+  EXPECT_TRUE(denied(*p, function));
+  // Ordinary writes still pass.
+  EXPECT_EQ(judge(*p, {write_stmt("UPDATE")}).action, policy_action::allow);
+}
+
+TEST(policy_parse, readonly_policy_cannot_be_switched_to_read_write) {
+  auto p = must_parse(read_file(examples_dir() / "policy-readonly.json"));
+  ASSERT_NE(p, nullptr);
+  // SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE, SET TRANSACTION
+  // READ WRITE, BEGIN READ WRITE, START TRANSACTION READ WRITE.
+  for (const auto& [kind, parameter] : std::vector<std::pair<std::string, std::string>>{
+           {"SET", "default_transaction_read_only"},
+           {"SET", "transaction_read_only"},
+           {"BEGIN", "transaction_read_only"},
+           {"START TRANSACTION", "transaction_read_only"}}) {
+    statement_facts f = stmt(kind);
+    f.set_parameters = {parameter};
+    EXPECT_EQ(judge(*p, {f}).rule_id, "no-role-switch") << kind << " " << parameter;
+  }
+  statement_facts both = stmt("BEGIN");
+  both.set_parameters = {"transaction_isolation", "transaction_read_only"};
+  EXPECT_TRUE(denied(*p, both));
+  // BEGIN READ ONLY and BEGIN ISOLATION LEVEL ... pass.
+  EXPECT_EQ(judge(*p, {stmt("BEGIN")}).action, policy_action::allow);
+  statement_facts isolation = stmt("BEGIN");
+  isolation.set_parameters = {"transaction_isolation"};
+  EXPECT_EQ(judge(*p, {isolation}).action, policy_action::allow);
+  // Functions that write or change state from inside a SELECT.
+  for (const char* fn : {"lo_creat", "lo_create", "lo_from_bytea", "lo_import", "lo_export", "lo_unlink", "lo_put",
+                         "lowrite", "lo_truncate", "lo_truncate64", "nextval", "setval", "pg_terminate_backend",
+                         "pg_cancel_backend", "pg_reload_conf", "pg_catalog.set_config", "pg_advisory_lock",
+                         "pg_try_advisory_xact_lock_shared", "pg_switch_wal", "pg_logical_emit_message",
+                         "pg_stat_reset", "brin_summarize_new_values", "dblink_send_query", "pg_sleep_for"})
+    EXPECT_EQ(judge(*p, {calls({fn})}).rule_id, "no-dangerous-functions") << fn;
+  for (const char* fn : {"lo_get", "loread", "lo_open", "currval", "pg_sequence_last_value", "now"})
+    EXPECT_EQ(judge(*p, {calls({fn})}).action, policy_action::allow) << fn;
+}
+
+TEST(policy_evaluate, unknowable_parameters_and_tables_fail_closed) {
+  auto deny = must_parse(deny_when(R"({"set_parameters": ["standard_conforming_strings"]})"));
+  statement_facts f = write_stmt("UPDATE", {"pg_settings"});
+  f.set_parameters = {"*"};
+  EXPECT_TRUE(denied(*deny, f));  // a deny rule on any parameter catches "*"
+  f.set_parameters = {"work_mem"};
+  EXPECT_FALSE(denied(*deny, f));
+  f.set_parameters = {"work_mem", "standard_conforming_strings"};
+  EXPECT_TRUE(denied(*deny, f));  // any of several
+
+  // An allow rule must name every parameter, and never allows "*".
+  auto allow = must_parse(R"({"default_action": "deny", "rules": [{"id": "tz", "match": {"sql":
+      {"set_parameters": ["timezone", "transaction_isolation"]}}, "action": "allow"}]})");
+  statement_facts set = stmt("SET");
+  set.set_parameters = {"timezone"};
+  EXPECT_EQ(judge(*allow, {set}).action, policy_action::allow);
+  set.set_parameters = {"transaction_isolation", "transaction_read_only"};
+  EXPECT_EQ(judge(*allow, {set}).action, policy_action::deny);
+  set.set_parameters = {"*"};
+  EXPECT_EQ(judge(*allow, {set}).action, policy_action::deny);
+
+  // Tables: "*" (database_to_xml) and "<schema>.*" (schema_to_xml).
+  auto tables = must_parse(deny_when(R"({"tables": ["public.payments"]})"));
+  EXPECT_TRUE(denied(*tables, reads({"*"})));
+  EXPECT_TRUE(denied(*tables, reads({"public.*"})));
+  EXPECT_TRUE(denied(*tables, reads({"PUBLIC.*"})));
+  EXPECT_FALSE(denied(*tables, reads({"billing.*"})));
+  auto any_schema = must_parse(deny_when(R"({"tables": ["payments"]})"));
+  EXPECT_TRUE(denied(*any_schema, reads({"billing.*"})));
+  // An allow rule on tables does not match a statement that may read others.
+  auto teams = must_parse(read_file(examples_dir() / "policy-teams.json"));
+  ASSERT_NE(teams, nullptr);
+  const groups_t payments = {"payments"};
+  EXPECT_EQ(judge(*teams, {reads({"public.payments"})}, payments).action, policy_action::allow);
+  EXPECT_EQ(judge(*teams, {reads({"public.payments", "*"})}, payments).rule_id, "payments-tables");
+  EXPECT_EQ(judge(*teams, {reads({"*"})}).rule_id, "payments-tables");
+  EXPECT_EQ(judge(*teams, {reads({"public.*"})}).rule_id, "payments-tables");
+  EXPECT_EQ(judge(*teams, {reads({"orders"})}).action, policy_action::allow);
 }
 
 TEST(policy_parse, minimal_document_and_defaults) {
@@ -797,19 +913,19 @@ TEST(policy_evaluate, set_parameters) {
   ASSERT_NE(p, nullptr);
   for (const char* kind : {"SET", "RESET", "ALTER ROLE", "ALTER SYSTEM"}) {
     statement_facts f = stmt(kind);
-    f.set_parameter = "role";
+    f.set_parameters = {"role"};
     EXPECT_TRUE(denied(*p, f)) << kind;
   }
   statement_facts f = stmt("SET");
-  f.set_parameter = "session_authorization";
+  f.set_parameters = {"session_authorization"};
   EXPECT_TRUE(denied(*p, f));
-  f.set_parameter = "myext.setting";
+  f.set_parameters = {"myext.setting"};
   EXPECT_TRUE(denied(*p, f));
-  f.set_parameter = "search_path";
+  f.set_parameters = {"search_path"};
   EXPECT_FALSE(denied(*p, f));
-  f.set_parameter = "all";  // RESET ALL matches only a rule that lists "all"
+  f.set_parameters = {"all"};  // RESET ALL matches only a rule that lists "all"
   EXPECT_FALSE(denied(*p, f));
-  f.set_parameter.clear();
+  f.set_parameters.clear();
   EXPECT_FALSE(denied(*p, f));
 }
 
