@@ -643,3 +643,77 @@ class IdentityTestCase(unittest.TestCase):
         kw.setdefault("ca_file", self.world.pki["ca_cert"])
         kw.setdefault("database", self.pg.database)
         return wire_login(self.gw.host, self.gw.port, token, **kw)
+
+
+# --------------------------------------------------------------------------
+# A gateway with token login, a policy and the config API, for approval tests
+
+class ApprovalGatewayCase(unittest.TestCase):
+    """One PostgreSQL (table t: id, n, `rows` rows, owned by the gateway's
+    user), one IdentityWorld and one IdentityGateway with `policy`, the config
+    API (admin token in cls.admin_token, port cls.admin_port) and TLS for
+    clients. Subclasses set policy and may override gateway_config(cls) to
+    return extra keyword arguments for IdentityGateway (its "extra" dict is
+    merged with the policy and admin entries), and admin_extra(cls) for keys
+    merged into "admin" (e.g. tls: then api() speaks HTTPS)."""
+
+    policy = None
+    rows = 10
+    prefix = "agentgate-appr-"
+
+    @classmethod
+    def gateway_config(cls):
+        return {}
+
+    @classmethod
+    def admin_extra(cls):
+        return {}
+
+    @classmethod
+    def setUpClass(cls):
+        import secrets
+        cls.dir = tempfile.mkdtemp(prefix=cls.prefix)
+        cls.world = IdentityWorld().__enter__()
+        cls.pg = h.PostgresServer().__enter__()
+        cls.pg.admin_sql("CREATE TABLE t (id int primary key, n int not null default 0); "
+                         f"INSERT INTO t (id) SELECT generate_series(1, {cls.rows}); "
+                         f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
+        policy_file = os.path.join(cls.dir, "policy.json")
+        with open(policy_file, "w") as f:
+            json.dump(cls.policy, f)
+        cls.admin_token = secrets.token_hex(16)
+        token_file = os.path.join(cls.dir, "admin-token")
+        with open(token_file, "w") as f:
+            f.write(cls.admin_token + "\n")
+        cls.admin_port = h.free_port()
+        admin = {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}
+        admin.update(cls.admin_extra())
+        cls.admin_ssl = None
+        if "tls" in admin:
+            cls.admin_ssl = ssl.create_default_context(cafile=cls.world.pki["ca_cert"])
+            cls.admin_ssl.check_hostname = False  # the test certificate's names are not the point here
+        kw = dict(cls.gateway_config())
+        extra = {"policy_file": policy_file, "admin": admin}
+        extra.update(kw.pop("extra", {}))
+        cls.gw = IdentityGateway(cls.pg, cls.world, extra=extra, **kw).__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.__exit__(None, None, None)
+        cls.pg.__exit__(None, None, None)
+        cls.world.__exit__(None, None, None)
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def api(self, method, path, token=None, body=None):
+        """(status, JSON body) of a config API call with the admin token, or `token`."""
+        import urllib.error
+        import urllib.request
+        scheme = "https" if self.admin_ssl is not None else "http"
+        req = urllib.request.Request(f"{scheme}://127.0.0.1:{self.admin_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self.admin_ssl) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")

@@ -3,18 +3,12 @@ admin tokens must not cross the network in the clear). A real gateway with a
 test CA's certificate: curl and Python verify it, plain HTTP to the port gets
 nothing, and an approval made over HTTPS releases a held command."""
 
-import json
 import os
-import secrets
 import socket
-import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import identity_harness as ih  # noqa: E402
@@ -27,45 +21,14 @@ POLICY = {
 }
 
 
-class AdminTlsTest(h.unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="agentgate-admintls-")
-        cls.world = ih.IdentityWorld().__enter__()
-        cls.pg = h.PostgresServer().__enter__()
-        cls.pg.admin_sql("CREATE TABLE t (id int, n int default 0); INSERT INTO t (id) VALUES (1), (2); "
-                         f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
-        policy_file = os.path.join(cls.dir, "policy.json")
-        with open(policy_file, "w") as f:
-            json.dump(POLICY, f)
-        cls.admin_token = secrets.token_hex(16)
-        token_file = os.path.join(cls.dir, "admin-token")
-        with open(token_file, "w") as f:
-            f.write(cls.admin_token + "\n")
-        cls.admin_port = h.free_port()
-        cls.gw = ih.IdentityGateway(cls.pg, cls.world, extra={
-            "policy_file": policy_file,
-            "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file,
-                      "tls": cls.world.tls_config()}}).__enter__()
-        cls.ctx = ssl.create_default_context(cafile=cls.world.pki["ca_cert"])
-        cls.ctx.check_hostname = False  # the test certificate names localhost / 127.0.0.1 either way
+class AdminTlsTest(ih.ApprovalGatewayCase):
+    policy = POLICY
+    rows = 2
+    prefix = "agentgate-admintls-"
 
     @classmethod
-    def tearDownClass(cls):
-        cls.gw.__exit__(None, None, None)
-        cls.pg.__exit__(None, None, None)
-        cls.world.__exit__(None, None, None)
-        h.shutil.rmtree(cls.dir, ignore_errors=True)
-
-    def api(self, method, path, token=None, body=None):
-        req = urllib.request.Request(f"https://127.0.0.1:{self.admin_port}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=self.ctx) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
+    def admin_extra(cls):
+        return {"tls": cls.world.tls_config()}
 
     def test_https_with_python_and_curl(self):
         status, body = self.api("GET", "/v1/sessions")
@@ -80,7 +43,7 @@ class AdminTlsTest(h.unittest.TestCase):
         self.assertIn("rules", out.stdout)
         # Keep-alive: several requests on one TLS connection.
         import http.client
-        conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, context=self.ctx, timeout=10)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.admin_port, context=self.admin_ssl, timeout=10)
         for _ in range(5):
             conn.request("GET", "/healthz")
             r = conn.getresponse()

@@ -7,11 +7,8 @@ many sessions over both shards are held and released; the CLI works."""
 
 import json
 import os
-import secrets
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -34,37 +31,21 @@ POLICY = {
 }
 
 
-class ApprovalsTest(h.unittest.TestCase):
+class ApprovalsTest(ih.ApprovalGatewayCase):
+    policy = POLICY
+    prefix = "agentgate-appr-"
+
+    @classmethod
+    def gateway_config(cls):
+        return {"shards": 2,
+                "extra": {"recording": {"dir": os.path.join(cls.dir, "recordings"), "fsync_interval_ms": 10}}}
+
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="agentgate-appr-")
-        cls.world = ih.IdentityWorld().__enter__()
-        cls.pg = h.PostgresServer().__enter__()
-        cls.pg.admin_sql("CREATE TABLE t (id int primary key, n int not null default 0); "
-                         "INSERT INTO t (id) SELECT generate_series(1, 10); "
-                         f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
-        policy_file = os.path.join(cls.dir, "policy.json")
-        with open(policy_file, "w") as f:
-            json.dump(POLICY, f)
-        cls.admin_token = secrets.token_hex(16)
-        token_file = os.path.join(cls.dir, "admin-token")
-        with open(token_file, "w") as f:
-            f.write(cls.admin_token + "\n")
-        cls.admin_port = h.free_port()
-        cls.gw = ih.IdentityGateway(cls.pg, cls.world, shards=2, extra={
-            "policy_file": policy_file,
-            "recording": {"dir": os.path.join(cls.dir, "recordings"), "fsync_interval_ms": 10},
-            "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}}).__enter__()
+        super().setUpClass()
         cls.alice = cls.world.token(sub="alice", groups=("dev",))
         cls.bob = cls.world.token(sub="bob", groups=("dba",))
         cls.carol = cls.world.token(sub="carol", groups=("dev",))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.gw.__exit__(None, None, None)
-        cls.pg.__exit__(None, None, None)
-        cls.world.__exit__(None, None, None)
-        h.shutil.rmtree(cls.dir, ignore_errors=True)
 
     def setUp(self):
         self.pg.admin_sql("UPDATE t SET n = 0", dbname=self.pg.database)
@@ -76,16 +57,6 @@ class ApprovalsTest(h.unittest.TestCase):
             self.api("POST", f"/v1/approvals/{r['id']}/deny", self.bob)
 
     # -- helpers ------------------------------------------------------------------
-
-    def api(self, method, path, token=None, body=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
 
     def pending(self, expect=1, timeout_s=10):
         deadline = time.monotonic() + timeout_s

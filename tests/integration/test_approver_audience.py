@@ -4,15 +4,10 @@ target (a token sniffed off a plain-HTTP config API is no key to the
 database), and a login token, which every agent holds, cannot approve a held
 command, even when its groups include the rule's approvers."""
 
-import json
 import os
-import secrets
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import identity_harness as ih  # noqa: E402
@@ -30,46 +25,21 @@ POLICY = {
 }
 
 
-class ApproverAudienceTest(h.unittest.TestCase):
+class ApproverAudienceTest(ih.ApprovalGatewayCase):
+    policy = POLICY
+    rows = 3
+    prefix = "agentgate-apaud-"
+
+    @classmethod
+    def gateway_config(cls):
+        return {"identity_extra": {"issuer_extra": {"approver_audience": APPROVER_AUDIENCE}}}
+
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="agentgate-apaud-")
-        cls.world = ih.IdentityWorld().__enter__()
-        cls.pg = h.PostgresServer().__enter__()
-        cls.pg.admin_sql("CREATE TABLE t (id int primary key, n int not null default 0); "
-                         "INSERT INTO t (id) SELECT generate_series(1, 3); "
-                         f"ALTER TABLE t OWNER TO {cls.pg.user}", dbname=cls.pg.database)
-        policy_file = os.path.join(cls.dir, "policy.json")
-        with open(policy_file, "w") as f:
-            json.dump(POLICY, f)
-        cls.admin_token = secrets.token_hex(16)
-        token_file = os.path.join(cls.dir, "admin-token")
-        with open(token_file, "w") as f:
-            f.write(cls.admin_token + "\n")
-        cls.admin_port = h.free_port()
-        cls.gw = ih.IdentityGateway(
-            cls.pg, cls.world, identity_extra={"issuer_extra": {"approver_audience": APPROVER_AUDIENCE}},
-            extra={"policy_file": policy_file,
-                   "admin": {"listen": f"127.0.0.1:{cls.admin_port}", "token_file": token_file}}).__enter__()
+        super().setUpClass()
         cls.alice = cls.world.token(sub="alice", groups=("dev",))
         cls.bob_login = cls.world.token(sub="bob", groups=("dba",))
         cls.bob_approval = cls.world.token(sub="bob", groups=("dba",), aud=APPROVER_AUDIENCE)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.gw.__exit__(None, None, None)
-        cls.pg.__exit__(None, None, None)
-        cls.world.__exit__(None, None, None)
-        h.shutil.rmtree(cls.dir, ignore_errors=True)
-
-    def api(self, method, path, token=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method)
-        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
 
     def pending(self, timeout_s=10):
         deadline = time.monotonic() + timeout_s
