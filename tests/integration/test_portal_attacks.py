@@ -54,30 +54,29 @@ class PortalAttackTest(h.GatewayTestCase):
         msgs = read_until_ready(r)
         self.assertIn("T", [t for t, _ in msgs])
 
-    def test_sql_cursor_with_a_described_portals_name(self):
+    def cursor_after_described_portal(self, name, binary):
+        """A portal described as booleans, then a SQL cursor of that name
+        (WITH HOLD: it outlives the transaction that dropped the portal),
+        executed over the protocol: its rows must be masked."""
         s, r, _ = self.session()
-        self.describe_as_booleans(s, r, "c1")
-        s.sendall(h.query_message("DECLARE c1 CURSOR WITH HOLD FOR SELECT ssn, email, card_number FROM people"))
+        self.describe_as_booleans(s, r, name)
+        kind = "BINARY CURSOR" if binary else "CURSOR"
+        s.sendall(h.query_message(f"DECLARE {name} {kind} WITH HOLD FOR SELECT ssn, email, card_number FROM people"))
         read_until_ready(r)
-        s.sendall(execute("c1") + SYNC)
+        s.sendall(execute(name) + SYNC)
         msgs = read_until_ready(r)
         self.assertIn("D", [t for t, _ in msgs], msgs)
         self.assertNotIn("T", [t for t, _ in msgs])  # the gateway's own Describe is not the client's
         self.assert_no_pii(msgs)
-        s.sendall(h.query_message("CLOSE c1"))
+        s.sendall(h.query_message(f"CLOSE {name}"))
         read_until_ready(r)
         s.close()
 
+    def test_sql_cursor_with_a_described_portals_name(self):
+        self.cursor_after_described_portal("c1", binary=False)
+
     def test_binary_sql_cursor(self):
-        s, r, _ = self.session()
-        self.describe_as_booleans(s, r, "c2")
-        s.sendall(h.query_message("DECLARE c2 BINARY CURSOR WITH HOLD FOR SELECT ssn, email, card_number FROM people"))
-        read_until_ready(r)
-        s.sendall(execute("c2") + SYNC)
-        msgs = read_until_ready(r)
-        self.assertIn("D", [t for t, _ in msgs], msgs)
-        self.assert_no_pii(msgs)
-        s.close()
+        self.cursor_after_described_portal("c2", binary=True)
 
     def test_plpgsql_cursor_opened_in_the_same_transaction(self):
         s, r, _ = self.session()
