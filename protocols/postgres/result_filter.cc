@@ -401,7 +401,10 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
     ~epoch_end() {
       if (runs) ++epoch;
     }
-  } end_of{epoch_, type == 'Q' || type == 'P' || type == 'B' || type == 'E' || type == 'F'};
+  } end_of{epoch_, type == 'Q' || type == 'P' || type == 'B' || type == 'E' || type == 'F' ||
+                       // a Sync commits (deferred triggers, WITH HOLD cursors run on);
+                       // COPY rows fire triggers; closing a portal ends its query
+                       type == 'S' || type == 'C' || type == 'd' || type == 'c' || type == 'f'};
   body_reader in(body);
   auto push = [&](outstanding o) {
     // Counted as messages go upstream: a server skipping to a Sync after an
@@ -441,7 +444,9 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       auto st = std::make_shared<statement>();
       st->seq = seq;
       remember(statements_, name, std::move(st));
-      return push(message(kind::parse, seq));
+      outstanding o = message(kind::parse, seq);
+      o.name = std::move(name);
+      return push(std::move(o));
     }
     case 'B': {
       auto p = std::make_shared<portal>();
@@ -522,7 +527,17 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       return push(message(kind::close));
     }
     case 'S':
+      if (copy_in_) return true;  // ignored by a server in COPY-in mode
       return push(message(kind::sync));
+    case 'c':
+    case 'f':
+      if (copy_in_) {
+        copy_in_ = false;
+        return true;
+      }
+      // Sent before the server's CopyInResponse arrived: marks where the
+      // Syncs it will ignore end.
+      return push(message(kind::copy_end));
     case 'F': {
       // Function OID, argument formats, arguments, then the result's format.
       uint32_t oid = 0;
@@ -542,7 +557,7 @@ bool result_filter::on_frontend(char type, bytes body, uint64_t seq) {
       return push(std::move(o));
     }
     default:
-      return true;  // Flush, CopyData/Done/Fail, Terminate: no response of their own
+      return true;  // Flush, CopyData, Terminate: no response of their own
   }
 }
 
@@ -721,29 +736,65 @@ void result_filter::pop_until_sync() {
 
 result_filter::action result_filter::on_backend(const frame_header& header, bytes frame, std::string& out) {
   if (overflowed_) return refuse("too many client messages waiting for their responses");
+  // A CopyDone or CopyFail that reached the front ended no COPY the server
+  // answered (the server ignores one outside COPY mode).
+  while (!outstanding_.empty() && outstanding_.front().what == kind::copy_end) pop_outstanding();
   const bytes body = frame.subspan(header_bytes);
   const kind front = outstanding_.empty() ? kind::sync : outstanding_.front().what;
   const uint64_t front_seq = outstanding_.empty() ? 0 : outstanding_.front().seq;
   ended_seq_ = 0;
-  auto pop_if = [&](std::initializer_list<kind> kinds) {
-    if (outstanding_.empty()) return;
+  parse_done_.done = false;
+  // Every answer must answer the message at the front: one that does not
+  // means the gateway has lost count of what the server is answering, and
+  // rows could be read with another statement's columns. Fail closed.
+  auto front_is = [&](std::initializer_list<kind> kinds) {
+    if (outstanding_.empty()) return false;
     for (kind k : kinds)
-      if (outstanding_.front().what == k) {
-        pop_outstanding();
-        return;
-      }
+      if (outstanding_.front().what == k) return true;
+    return false;
   };
   switch (header.type) {
     case '1':
-      pop_if({kind::parse});
+      if (!front_is({kind::parse})) return mismatch(header.type);
+      parse_done_.done = true;
+      parse_done_.approved = outstanding_.front().approved;
+      parse_done_.name = outstanding_.front().name;
+      pop_outstanding();
       return action::pass;
     case '2':
-      pop_if({kind::bind});
+      if (!front_is({kind::bind})) return mismatch(header.type);
+      pop_outstanding();
       return action::pass;
     case '3':
-      pop_if({kind::close});
+      if (!front_is({kind::close})) return mismatch(header.type);
+      pop_outstanding();
       return action::pass;
+    case 't':
+      if (!front_is({kind::describe_statement})) return mismatch(header.type);
+      return action::pass;
+    case 'G': {
+      if (!front_is({kind::query, kind::execute})) return mismatch(header.type);
+      // COPY FROM STDIN: Syncs already sent, up to the client's CopyDone or
+      // CopyFail, are ignored by the server; after them, later ones too.
+      bool ended = false;
+      for (auto it = outstanding_.begin() + 1; it != outstanding_.end();) {
+        if (it->what == kind::copy_end) {
+          outstanding_.erase(it);
+          ended = true;
+          break;
+        }
+        if (it->what == kind::sync) {
+          it = outstanding_.erase(it);
+          ++ignored_syncs_;
+        } else {
+          ++it;
+        }
+      }
+      copy_in_ = !ended;
+      return action::pass;
+    }
     case 'T': {
+      if (!front_is({kind::query, kind::describe_statement, kind::describe_portal})) return mismatch(header.type);
       std::vector<row_column> columns;
       if (!parse_row_description(body, columns)) return refuse("malformed RowDescription from the server");
       if (front == kind::describe_statement) {
@@ -769,15 +820,17 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       return action::pass;
     }
     case 'n': {
+      if (!front_is({kind::describe_statement, kind::describe_portal})) return mismatch(header.type);
       const bool injected = !outstanding_.empty() && outstanding_.front().injected;
       if (portal* p = injected ? outstanding_.front().port.get() : nullptr) {
         p->described.clear();
         p->has_description = true;
       }
-      pop_if({kind::describe_statement, kind::describe_portal});
+      pop_outstanding();
       return injected ? action::drop : action::pass;
     }
     case 'D': {
+      if (!front_is({kind::query, kind::execute})) return mismatch(header.type);
       const action a = begin_row();
       if (a != action::rewritten) return a;
       return mask_row(frame, out);
@@ -785,6 +838,8 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     case 'C':
     case 'I':
     case 's':
+      if (!front_is({kind::query, kind::execute}) || (header.type == 's' && front != kind::execute))
+        return mismatch(header.type);
       end_result();
       ended_seq_ = front_seq;
       if (front == kind::execute) pop_outstanding();
@@ -815,11 +870,13 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
       return mask_parameter_status(frame, out);
     case 'V':
+      if (!front_is({kind::function})) return mismatch(header.type);
       if (next_masker_ == nullptr || !next_masker_->active()) return action::pass;
       return mask_function_result(frame, front == kind::function && outstanding_.front().binary, out);
     case 'Z':
       end_result();
       copy_out_ = false;
+      copy_in_ = false;
       // Outside a transaction block the server has no portal left (they
       // are dropped at transaction end; WITH HOLD cursors are SQL's and
       // never described here).
@@ -838,6 +895,7 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
       return action::pass;
     case 'H':
     case 'W': {
+      if (!front_is({kind::query, kind::execute})) return mismatch(header.type);
       masker_ = next_masker_;
       copy_out_ = true;
       columns_.clear();
@@ -858,6 +916,17 @@ result_filter::action result_filter::on_backend(const frame_header& header, byte
     default:
       return action::pass;
   }
+}
+
+result_filter::action result_filter::mismatch(char type) {
+  const char* front = "nothing";
+  if (!outstanding_.empty()) {
+    static constexpr const char* names[] = {"Parse", "Bind", "Describe", "Describe", "Execute", "Close",
+                                            "Sync", "Query", "FunctionCall", "CopyDone"};
+    front = names[static_cast<size_t>(outstanding_.front().what)];
+  }
+  return refuse(std::string("the server sent '") + type + "' in answer to " + front +
+                ": the gateway cannot tell which command these results belong to");
 }
 
 // The result a DataRow belongs to. pass: it is not masked; rewritten: mask it.
@@ -898,6 +967,10 @@ result_filter::action result_filter::on_backend_piece(const frame_header& header
     if (overflowed_)
       return refuse("too many client messages waiting for their responses");
     if (piece.size() < header_bytes) return refuse("a streamed frame's first piece lacks its header");
+    while (!outstanding_.empty() && outstanding_.front().what == kind::copy_end) pop_outstanding();
+    if (header.type == 'D' && (outstanding_.empty() || (outstanding_.front().what != kind::query &&
+                                                        outstanding_.front().what != kind::execute)))
+      return mismatch('D');
     if (header.type == 'D') {
       const action a = begin_row();
       if (a != action::rewritten) return a;

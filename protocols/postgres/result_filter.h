@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/masking.h"
@@ -181,6 +182,28 @@ class result_filter {
   // action::drop.
   const std::string& describe_to_inject() const { return inject_; }
 
+  // COPY FROM STDIN: between the server's CopyInResponse and the client's
+  // CopyDone or CopyFail the server ignores Sync (and Flush). True while the
+  // filter knows the server is in that state: a Sync sent now gets no answer.
+  bool copy_in() const { return copy_in_; }
+  // Syncs already sent that the last CopyInResponse made the server ignore
+  // (the session drops the answers it expected for them); resets the count.
+  size_t take_ignored_syncs() { return std::exchange(ignored_syncs_, 0); }
+  // The Parse just given to on_frontend was released by an approval.
+  void mark_last_parse_approved() {
+    if (!outstanding_.empty() && outstanding_.back().what == kind::parse) outstanding_.back().approved = true;
+  }
+  // Set by on_backend when the frame was a ParseComplete: which Parse it
+  // answered (name, approved); cleared by the next frame.
+  struct parse_completion {
+    bool done = false;
+    bool approved = false;
+    std::string name;
+  };
+  const parse_completion& last_parse_completion() const { return parse_done_; }
+  // A statement a protocol Parse made (as far as the filter remembers).
+  bool knows_statement(const std::string& name) const { return statements_.count(name.substr(0, 63)) != 0; }
+
   // A whole server frame (header included).
   action on_backend(const frame_header& header, bytes frame, std::string& out);
 
@@ -227,7 +250,10 @@ class result_filter {
   uint64_t values_rewritten() const { return values_rewritten_; }
 
  private:
-  enum class kind : uint8_t { parse, bind, describe_statement, describe_portal, execute, close, sync, query, function };
+  enum class kind : uint8_t {
+    parse, bind, describe_statement, describe_portal, execute, close, sync, query, function,
+    copy_end,  // the client's CopyDone or CopyFail: no answer; marks where COPY-in mode ends
+  };
   // One server-side statement or portal as one Parse or Bind made it: a name
   // can be given to another later (the unnamed ones with every Parse or
   // Bind), so what a Describe answers and what an Execute runs are the
@@ -266,6 +292,8 @@ class result_filter {
     bool forgets = false;             // see forget_after_last()
     bool injected = false;            // describe_portal: the gateway's own
     uint64_t epoch = 0;               // execute: the epoch it went upstream in
+    std::string name;                 // parse: the statement's
+    bool approved = false;            // parse: released by an approval
   };
   static constexpr uint64_t no_epoch = ~uint64_t{0};
 
@@ -340,6 +368,10 @@ class result_filter {
   uint64_t ended_seq_ = 0;
   bool forget_at_ready_ = false;
   uint64_t epoch_ = 0;
+  bool copy_in_ = false;
+  size_t ignored_syncs_ = 0;
+  parse_completion parse_done_;
+  action mismatch(char type);
   std::string inject_;            // see describe_to_inject()
   size_t described_bytes_ = 0;    // added since last counted; see account()
   void account(const std::vector<row_column>& columns);

@@ -185,7 +185,10 @@ void session::on_start(session_io& io) {
   io_ = &io;
   started_at_s_ = now_s();
   ++probe_.sessions_started;
-  tracking_ = shard_.masker != nullptr || shard_.recorder != nullptr;
+  // The filter always follows the conversation: besides masking and
+  // recording, it knows which client messages the server will answer (COPY
+  // mode, skipped messages), which the session's own books depend on.
+  tracking_ = true;
   filter_.set_catalog(&catalog_);
   if (shard_.masker != nullptr) {
     filter_.set_masker(*shard_.masker);
@@ -642,6 +645,10 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
   }
   if (header.type == 'B' || header.type == 'E') batch_executed_ = true;
   else if (header.type == 'S') batch_executed_ = false;
+  if (header.type == 'P' || header.type == 'B' || header.type == 'E' || header.type == 'D' || header.type == 'C')
+    extended_open_ = true;
+  else if (header.type == 'S')
+    extended_open_ = false;
   if (tracking_ && header.type == 'E' && !filter_.describe_to_inject().empty())
     send_to_upstream(filter_.describe_to_inject());
   io_->send(peer::upstream, frame);
@@ -668,6 +675,14 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
       return verdict::forward;
     }
   }
+  if ((header.type == 'Q' || header.type == 'F') && (extended_open_ || discarding_until_sync_)) {
+    // The server answers such a Query (or skips it, after an error in the
+    // batch) in ways the gateway's books cannot follow; no driver sends one.
+    ++probe_.client_protocol_errors;
+    fail("08P01", "a simple Query or FunctionCall inside an unfinished extended-protocol batch: send Sync first");
+    return verdict::stop;
+  }
+  if (header.type == 'S' && filter_.copy_in()) return verdict::forward;  // ignored by the server in COPY mode
   if (header.type == 'Q') {
     const bytes body = frame.subspan(header_bytes);
     const std::string_view sql = as_view(body.first(body.size() - 1));
@@ -788,9 +803,9 @@ session::verdict session::hold(const frame_header& header, bytes frame, const po
   held_rule_.approvers.assign(decision.approvers.begin(), decision.approvers.end());
   held_rule_.timeout_s = decision.timeout_s;
   held_prepares_ = false;
-  if (header.type == 'Q' && shard_.inspector != nullptr)
+  if ((header.type == 'Q' || header.type == 'P') && shard_.inspector != nullptr)
     for (const statement_facts& f : shard_.inspector->last_statements())
-      if (f.kind == "PREPARE") held_prepares_ = true;
+      if (f.kind == "PREPARE" || f.kind == "DO" || f.kind == "CALL") held_prepares_ = true;
   AG_INFO("target %s: session %s: %s: command held for approval %s (rule %s)", target_.config.name.c_str(),
           id_.hex().c_str(), identity_.subject.c_str(), approval_id_.c_str(), std::string(decision.rule_id).c_str());
   from_client_.pause();
@@ -808,7 +823,7 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
   const bool recorded = record_decision(command_seq_, approved ? "approved" : "denied", {}, approver, reason) ||
                         shard_.recorder->fail_open();
   if (approved && !recorded) {
-    refuse_unrecorded(header.type != 'Q');
+    refuse_unrecorded(header.type != 'Q' && header.type != 'F');
   } else if (approved) {
     // Goes upstream exactly once: the held copy, now. What it prepares
     // runs once on this approval; later executions ask again.
@@ -820,24 +835,26 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
       g.rule = held_rule_;
       g.sql = std::string(command_text(header, as_bytes(frame)));
       g.used = false;
-    } else if (header.type == 'Q' && held_prepares_) {
+    }
+    if ((header.type == 'Q' || header.type == 'P') && held_prepares_) {
       sql_gate_ = std::make_unique<gate_rule>(held_rule_);
     } else if (header.type == 'B') {
       batch_executed_ = true;
     }
-    if (header.type == 'Q' && !expect_response()) return;
+    if ((header.type == 'Q' || header.type == 'F') && !expect_response()) return;
     ++probe_.frames_from_client;
     if (tracking_ && !filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_)) {
       fail("54000", "too many client messages waiting for their responses");
       return;
     }
+    if (header.type == 'P') filter_.mark_last_parse_approved();
     if (forget_statements_) {
       filter_.forget_after_last();
       forget_statements_ = false;
     }
     send_to_upstream(frame);
   } else {
-    refuse_message("denied: " + reason, header.type != 'Q');
+    refuse_message("denied: " + reason, header.type != 'Q' && header.type != 'F');
   }
   if (state_ == state::relaying && !from_client_.resume(*client_sink_) && from_client_.held_overflow())
     fail("54000", "too much data from the client while a command waited for approval");
@@ -849,24 +866,20 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
 // the statement (Close, or the unnamed one replaced by a Parse) ends it.
 session::verdict session::gate_execution(const frame_header& header, bytes frame) {
   body_reader in(frame.subspan(header_bytes));
-  if (header.type == 'C') {
-    uint8_t what = 0;
-    std::string_view name;
-    if (in.u8(&what) && what == 'S' && in.cstr(&name)) gated_.erase(std::string(name.substr(0, 63)));
-    return verdict::forward;
-  }
-  if (header.type == 'P') {
-    std::string_view name;
-    // A named Parse of a name in use fails on the server, which keeps the
-    // old statement: only the unnamed one is replaced.
-    if (in.cstr(&name) && name.empty()) gated_.erase(std::string());
-  }
+  // A gate is never lifted when a Close or Parse goes up (the server may
+  // skip it after an error): only the unnamed statement's, once the server
+  // has answered a Parse that replaced it (on_upstream_frame). A Close
+  // leaves the gate: at worst a new statement of the same name asks again.
+  if (header.type == 'C') return verdict::forward;
   if (header.type == 'Q' || header.type == 'P') {
-    if (sql_gate_ == nullptr || shard_.inspector == nullptr) return verdict::forward;
+    // Prepared statements made by Parse and by SQL PREPARE share one
+    // namespace: while any approval-gated one exists, SQL EXECUTE of any
+    // name asks again.
+    if ((sql_gate_ == nullptr && gated_.empty()) || shard_.inspector == nullptr) return verdict::forward;
     for (const statement_facts& f : shard_.inspector->last_statements())
       if (f.kind == "EXECUTE") {
         if (!record_command(header, frame, nullptr)) return refuse_unrecorded(header.type == 'P');
-        const gate_rule rule = *sql_gate_;
+        const gate_rule rule = sql_gate_ != nullptr ? *sql_gate_ : gated_.begin()->second.rule;
         return hold(header, frame, rule.decision());
       }
     return verdict::forward;
@@ -875,11 +888,20 @@ session::verdict session::gate_execution(const frame_header& header, bytes frame
   std::string_view portal, statement;
   in.cstr(&portal);
   in.cstr(&statement);
-  const auto it = gated_.find(std::string(statement.substr(0, 63)));
+  const std::string name(statement.substr(0, 63));
+  const auto it = gated_.find(name);
   const std::string parameters = bind_parameters_text(frame.subspan(header_bytes));
   if (!record_bind(frame, it == gated_.end() ? std::string_view() : std::string_view(it->second.sql), parameters))
     return refuse_unrecorded(true);
-  if (it == gated_.end()) return verdict::forward;
+  if (it == gated_.end()) {
+    // After an approved SQL PREPARE (or code that can run one), a Bind of a
+    // statement no Parse of this session made may be that one.
+    if (sql_gate_ != nullptr && !filter_.knows_statement(name)) {
+      const gate_rule rule = *sql_gate_;
+      return hold(header, frame, rule.decision(), "(Bind of prepared statement \"" + name + "\")\n-- parameters: " + parameters);
+    }
+    return verdict::forward;
+  }
   if (!it->second.used) {
     it->second.used = true;
     return verdict::forward;
@@ -997,7 +1019,7 @@ bool session::on_cancel_requested() {
   approval_id_.clear();
   std::string frame;
   frame.swap(held_frame_);
-  const bool extended = frame[0] != 'Q';
+  const bool extended = frame[0] != 'Q' && frame[0] != 'F';
   std::string error;
   append_error(error, "ERROR", "57014", "canceling statement due to user request (its approval was withdrawn)");
   if (extended) {
@@ -1124,6 +1146,17 @@ bool session::on_upstream_frame(const frame_header& header, bytes frame) {
     case 'S':
       if (!watch_parameter_status(frame)) return false;
       break;
+    case '1': {
+      if (!relay_upstream_frame(header, frame)) return false;
+      // The unnamed statement was replaced: a gate on the old one goes.
+      const result_filter::parse_completion& done = filter_.last_parse_completion();
+      if (done.done && !done.approved && done.name.empty()) gated_.erase(std::string());
+      return true;
+    }
+    case 'G':
+      if (!relay_upstream_frame(header, frame)) return false;
+      drop_ignored_syncs(filter_.take_ignored_syncs());
+      return true;
     case 'E': {
       const error_fields f = parse_error_fields(frame.subspan(header_bytes));
       if (f.severity == "FATAL" || f.severity == "PANIC") upstream_sent_fatal_ = true;
@@ -1569,8 +1602,12 @@ bool session::watch_parameter_status(bytes frame) {
   const std::string lower = clean_encoding_name(name);
   std::string why;
   if (lower == "clientencoding") {
-    const client_encoding now = resolve_client_encoding(value);
-    if (now.name != encoding_.name) why = "client_encoding changed to \"" + std::string(value) + "\"";
+    // Exactly the name sent at login: SQL_ASCII, which resolves to the same
+    // reading for a client, means no conversion at all on the server.
+    if (clean_encoding_name(value) != clean_encoding_name(encoding_.name))
+      why = "client_encoding changed to \"" + std::string(value) + "\"";
+  } else if (lower == "serverencoding") {
+    server_utf8_ = clean_encoding_name(value) == "utf8";
   } else if (lower == "standardconformingstrings") {
     if (value != "on") why = "standard_conforming_strings changed to \"" + std::string(value) + "\"";
   }
@@ -1586,6 +1623,15 @@ bool session::watch_parameter_status(bytes frame) {
 // for single-byte ones. A byte with no character in the encoding is refused
 // (the server would refuse it too).
 std::string_view session::sql_for_classifier(std::string_view sql, bool extended, bool& refused) {
+  if (!server_utf8_ && !is_ascii(sql)) {
+    // A database in another encoding folds and cuts identifiers by its own
+    // rules (high-bit letters lowercased, 63 bytes of its encoding), which
+    // the classifier's UTF-8 reading does not reproduce.
+    refused = true;
+    refuse_with("0A000", "non-ASCII SQL is only accepted through the gateway when the database encoding is UTF8",
+                extended);
+    return {};
+  }
   if (encoding_.how != client_encoding::kind::single_byte) return sql;
   uint8_t bad = 0;
   if (transcribe_to_utf8(encoding_, sql, sql_utf8_, bad)) return sql_utf8_;
@@ -1617,6 +1663,21 @@ session::verdict session::settle_before(const frame_header& header, bytes frame,
   deferred_frame_.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
   from_client_.pause();
   return verdict::drop;
+}
+
+// COPY FROM STDIN: the server ignores Syncs sent before the client's
+// CopyDone; the answers expected for them never come.
+void session::drop_ignored_syncs(size_t n) {
+  for (auto it = slots_.begin(); n > 0 && it != slots_.end();) {
+    if (it->synthetic) {
+      ++it;
+      continue;
+    }
+    it = slots_.erase(it);
+    --n;
+    if (upstream_pending_ > 0) --upstream_pending_;
+  }
+  flush_synthetic_responses();
 }
 
 bool session::run_deferred_frame() {

@@ -198,6 +198,7 @@ class session final : public session_handler {
   std::string_view sql_for_classifier(std::string_view sql, bool extended, bool& refused);
   verdict settle_before(const frame_header& header, bytes frame, std::string_view sql);
   bool run_deferred_frame();
+  void drop_ignored_syncs(size_t n);
   verdict check_object_names(const frame_header& header, bytes frame);
   verdict refuse_with(const char* sqlstate, std::string message, bool extended);
   void send_to_client(const std::string& bytes);
@@ -325,6 +326,8 @@ class session final : public session_handler {
   // may have changed without the gateway having seen its ParameterStatus.
   size_t upstream_pending_ = 0;
   bool batch_executed_ = false;   // a Bind or Execute went upstream since the last Sync
+  bool extended_open_ = false;    // an extended-protocol message went upstream since the last Sync
+  bool server_utf8_ = false;      // the upstream reported server_encoding UTF8
   std::string deferred_frame_;    // a command that waits until the settings are known
 
   frame_stream from_client_;

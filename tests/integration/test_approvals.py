@@ -335,6 +335,78 @@ class ApprovalsTest(ih.ApprovalGatewayCase):
         t.join(10)
         self.assertEqual(out, {"executed": True})
         self.assertEqual(self.counts(), "10")
+    # -- the gates cannot be lifted or walked around (review of issue 10) -----------
+
+    def wire(self, token):
+        login = ih.wire_login(self.gw.host, self.gw.port, token, database=self.pg.database,
+                              ca_file=self.world.pki["ca_cert"])
+        self.assertTrue(login.ok, login)
+        return login
+
+    def until_ready(self, login):
+        msgs = []
+        while True:
+            m = login.reader.read_message()
+            self.assertIsNotNone(m, msgs)
+            msgs.append(m)
+            if m[0] == "Z":
+                return msgs
+
+    def approved_statement(self, login, name):
+        """Prepares `name` as a bulk UPDATE under an approval and runs it once."""
+        from test_masking_wire import SYNC, bind, execute, parse
+        login.sock.sendall(parse(name, "UPDATE t SET n = n + 1") + bind("", name) + execute() + SYNC)
+        self.approve_next("UPDATE t SET n = n + 1")
+        self.until_ready(login)
+        self.assertEqual(self.counts(), "10")
+
+    def assert_held_then_deny(self, login, what):
+        [req] = self.pending()
+        self.assertIn(what, req["command"])
+        time.sleep(0.2)
+        self.assertEqual(self.counts(), "10")  # nothing ran while held
+        self.api("POST", f"/v1/approvals/{req['id']}/deny", self.bob)
+        msgs = self.until_ready(login)
+        self.assertIn("42501", repr(msgs))
+
+    def test_a_skipped_close_does_not_lift_the_gate(self):
+        from test_masking_wire import SYNC, bind, close, execute
+        login = self.wire(self.alice)
+        try:
+            self.approved_statement(login, "s1")
+            # The Execute of a portal that does not exist fails; the server
+            # then skips the Close: s1 is still there.
+            login.sock.sendall(execute("nope") + close(b"S", "s1") + SYNC)
+            self.until_ready(login)
+            login.sock.sendall(bind("", "s1") + execute() + SYNC)
+            self.assert_held_then_deny(login, "executed again")
+        finally:
+            login.close()
+
+    def test_protocol_statement_run_from_sql_asks_again(self):
+        login = self.wire(self.alice)
+        try:
+            self.approved_statement(login, "s2")
+            login.sock.sendall(h.query_message("EXECUTE s2"))
+            self.assert_held_then_deny(login, "EXECUTE s2")
+        finally:
+            login.close()
+
+    def test_sql_prepared_statement_bound_over_the_protocol_asks_again(self):
+        from test_masking_wire import SYNC, bind, execute
+        login = self.wire(self.alice)
+        try:
+            login.sock.sendall(h.query_message("PREPARE s3 AS UPDATE t SET n = n + 1"))
+            self.approve_next("PREPARE s3")
+            self.until_ready(login)
+            login.sock.sendall(bind("", "s3") + execute() + SYNC)
+            [req] = self.pending()
+            self.assertIn("s3", req["command"])
+            self.assertEqual(self.counts(), "0")
+            self.api("POST", f"/v1/approvals/{req['id']}/deny", self.bob)
+            self.assertIn("42501", repr(self.until_ready(login)))
+        finally:
+            login.close()
 
 if __name__ == "__main__":
     h.main()

@@ -284,6 +284,30 @@ class EncodingTest(h.GatewayTestCase):
         s.sendall(h.TERMINATE)
         s.close()
 
+    def test_extended_copy_from_stdin_leaves_the_books_straight(self):
+        # What libpq sends for COPY FROM STDIN over the extended protocol:
+        # the Sync behind the Execute is ignored by the server in COPY mode.
+        # Afterwards text that waits for earlier commands, and a denial, are
+        # still answered (review of issue 10: they used to wait forever).
+        s, r, _ = self.login()
+        s.sendall(h.frame(b"P", b"\0COPY victim FROM STDIN\0" + struct.pack("!H", 0)) +
+                  h.frame(b"B", b"\0\0" + struct.pack("!HHH", 0, 0, 0)) +
+                  h.frame(b"E", b"\0" + struct.pack("!I", 0)) + h.frame(b"S", b""))
+        while True:
+            m = r.read_message()
+            self.assertIsNotNone(m)
+            if m[0] == "G":
+                break
+        s.sendall(h.frame(b"d", b"7\n") + h.frame(b"c", b"") + h.frame(b"S", b""))
+        self.until_z(r)
+        s.sendall(q("SELECT 'é'".encode()))
+        self.assertIn("D", [t for t, _ in self.until_z(r)])
+        s.sendall(q(b"DROP TABLE victim"))
+        self.assertEqual(h.error_fields(self.until_z(r)[0][1]).get("C"), "42501")
+        s.sendall(h.TERMINATE)
+        s.close()
+        self.assertEqual(self.pg.admin_sql("SELECT count(*) FROM victim", dbname=self.pg.database).strip(), "2")
+
     # -- finding 4: names -----------------------------------------------------------------
 
     def test_non_ascii_statement_name_refused(self):

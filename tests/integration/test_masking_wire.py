@@ -140,7 +140,11 @@ class MaskingWireTest(h.GatewayTestCase):
                               parse("b", "SELECT true"), describe(b"S", "b"),
                               parse("t", "SELECT card FROM customers"), bind("", "t"), execute(), SYNC],
                              ready=2)
-        self.assert_masked_or_refused(msgs)
+        # A Query inside an unfinished extended batch (which the server
+        # skips after the error) is refused with the session: the gateway's
+        # books could no longer follow what the server answers.
+        fatal = [h.error_fields(b) for t, b in msgs if t == "E" and h.error_fields(b).get("S") == "FATAL"]
+        self.assertEqual([f.get("C") for f in fatal], ["08P01"], msgs)
         self.assert_not_leaked(msgs, CARD, "after a skipped query")
 
     def test_sql_deallocate_and_prepare_behind_the_protocol(self):

@@ -186,21 +186,19 @@ TEST_F(result_filter_test, truncated_data_row_fails_closed) {
   EXPECT_EQ(backend(frame('D', body)), result_filter::action::fail);
 }
 
-// Parse/Describe(S)/Sync, then Bind with binary results/Execute/Sync: the
-// rows carry no description, the statement's is used in Bind's formats.
+// Parse/Describe(S), then Bind with binary results/Execute/Sync in the same
+// batch: the rows carry no description, the statement's is used in Bind's
+// formats.
 TEST_F(result_filter_test, extended_protocol_uses_the_statement_description) {
   frontend(frame('P', std::string("s1\0select\0", 10) + u16(0)));
   frontend(frame('D', std::string("Ss1\0", 4)));
-  frontend(frame('S', ""));
-  backend(frame('1', ""));
-  backend(frame('t', u16(0)));
-  backend(row_description({{"card", 20}, {"note", 25}}));
-  backend(frame('Z', "I"));
-
   // Bind portal "" to s1, result formats: binary for all.
   frontend(frame('B', std::string("\0s1\0", 4) + u16(0) + u16(0) + u16(1) + u16(1)));
   frontend(frame('E', std::string("\0", 1) + u32(0)));
   frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('t', u16(0)));
+  backend(row_description({{"card", 20}, {"note", 25}}));
   backend(frame('2', ""));
   // Binary int8 card is left to the masker (numeric, binary: unchanged here);
   // the binary text column is still scanned as text.
@@ -210,6 +208,89 @@ TEST_F(result_filter_test, extended_protocol_uses_the_statement_description) {
   backend(frame('C', std::string("SELECT 1\0", 9)));
   backend(frame('Z', "I"));
   EXPECT_EQ(injected, 0);
+}
+
+// A Sync commits, and a commit can run code (deferred triggers, WITH HOLD
+// cursors) that replaces a statement: a description from before it is not
+// trusted (finding 4 of the review of issue 10).
+TEST_F(result_filter_test, a_statement_described_before_a_sync_is_described_again) {
+  frontend(frame('P', std::string("s1\0select\0", 10) + u16(0)));
+  frontend(frame('D', std::string("Ss1\0", 4)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('t', u16(0)));
+  backend(row_description({{"flag", 16}}));
+  backend(frame('Z', "I"));
+  frontend(frame('B', std::string("\0s1\0", 4) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  EXPECT_EQ(injected, 1);
+  backend(frame('2', ""));
+  EXPECT_EQ(backend(row_description({{"ssn", 25}})), result_filter::action::drop);
+  ASSERT_EQ(backend(data_row({"123-45-6789"})), result_filter::action::rewritten);
+  EXPECT_EQ(decode_row(out)[0], std::nullopt);
+}
+
+// Answers that do not answer the message at the front end the session
+// rather than being paired with the wrong statement (finding 1 of the
+// review: a Query the server skipped after an error left a Sync behind).
+TEST_F(result_filter_test, an_answer_that_does_not_fit_fails_closed) {
+  frontend(frame('P', std::string("\0select\0", 8) + u16(0)));
+  EXPECT_EQ(backend(frame('2', "")), result_filter::action::fail);
+  result_filter other;
+  other.set_masker(masker);
+  other.on_frontend('S', {});
+  EXPECT_EQ([&] {
+    const std::string f = data_row({"x"});
+    const header_result h = decode_header(direction::backend, as_bytes(f), 1u << 20);
+    return other.on_backend(h.header, as_bytes(f), out);
+  }(), result_filter::action::fail);
+}
+
+// COPY FROM STDIN over the extended protocol, as libpq sends it: the Sync
+// behind the Execute is ignored by the server in COPY-in mode, the one
+// after CopyDone answered.
+TEST_F(result_filter_test, syncs_a_server_in_copy_in_mode_ignores_are_not_awaited) {
+  frontend(frame('P', std::string("\0copy\0", 6) + u16(0)));
+  frontend(frame('B', std::string("\0\0", 2) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('D', std::string("P\0", 2)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  backend(frame('1', ""));
+  backend(frame('2', ""));
+  backend(frame('n', ""));
+  EXPECT_EQ(backend(frame('G', std::string(1, '\0') + u16(0))), result_filter::action::pass);
+  EXPECT_EQ(filter.take_ignored_syncs(), 1u);
+  EXPECT_TRUE(filter.copy_in());
+  frontend(frame('d', "1\n"));
+  frontend(frame('S', ""));  // ignored too
+  frontend(frame('c', ""));
+  EXPECT_FALSE(filter.copy_in());
+  frontend(frame('S', ""));
+  EXPECT_EQ(backend(frame('C', std::string("COPY 1\0", 7))), result_filter::action::pass);
+  EXPECT_EQ(backend(frame('Z', "I")), result_filter::action::pass);
+  // In step afterwards: the next batch's answers fit.
+  frontend(frame('P', std::string("\0select\0", 8) + u16(0)));
+  frontend(frame('B', std::string("\0\0", 2) + u16(0) + u16(0) + u16(0)));
+  frontend(frame('D', std::string("P\0", 2)));
+  frontend(frame('E', std::string("\0", 1) + u32(0)));
+  frontend(frame('S', ""));
+  EXPECT_EQ(backend(frame('1', "")), result_filter::action::pass);
+  EXPECT_EQ(backend(frame('2', "")), result_filter::action::pass);
+  EXPECT_EQ(backend(row_description({{"ssn", 25}})), result_filter::action::pass);
+  ASSERT_EQ(backend(data_row({"123-45-6789"})), result_filter::action::rewritten);
+  // All pipelined before the CopyInResponse: the CopyDone marks the end.
+  result_filter f2;
+  f2.on_frontend('Q', as_bytes(std::string("copy\0", 5)));
+  const std::string d = frame('d', "1\n");
+  f2.on_frontend('S', {});
+  f2.on_frontend('c', {});
+  f2.on_frontend('S', {});
+  const std::string g = frame('G', std::string(1, '\0') + u16(0));
+  const header_result h = decode_header(direction::backend, as_bytes(g), 1u << 20);
+  EXPECT_EQ(f2.on_backend(h.header, as_bytes(g), out), result_filter::action::pass);
+  EXPECT_EQ(f2.take_ignored_syncs(), 1u);
+  EXPECT_FALSE(f2.copy_in());
 }
 
 // What JDBC does past prepareThreshold: Parse S_1 + Bind + Describe(portal)
@@ -673,15 +754,12 @@ TEST_F(streamed_row_test, a_match_in_a_binary_value_fails_closed) {
   // A binary text[] cannot be rewritten in place; without a match it passes.
   EXPECT_TRUE(filter.on_frontend('P', as_bytes(std::string("s\0select\0", 9) + u16(0)), 7));
   EXPECT_TRUE(filter.on_frontend('D', as_bytes(std::string("Ss\0", 3)), 0));
-  EXPECT_TRUE(filter.on_frontend('S', {}, 0));
-  std::string unused;
-  for (const std::string& f : {frame('1', ""), frame('t', u16(0)), row_description({{"tags", 1009}}), frame('Z', "I")})
-    (void)filter.on_backend(decode_header(direction::backend, as_bytes(f), 1u << 20).header, as_bytes(f), unused);
   EXPECT_TRUE(filter.on_frontend('B', as_bytes(std::string("\0s\0", 3) + u16(0) + u16(0) + u16(1) + u16(1)), 0));
   EXPECT_TRUE(filter.on_frontend('E', as_bytes(std::string("\0", 1) + u32(0)), 0));
   EXPECT_TRUE(filter.on_frontend('S', {}, 0));
-  (void)filter.on_backend(decode_header(direction::backend, as_bytes(frame('2', "")), 1u << 20).header,
-                          as_bytes(frame('2', "")), unused);
+  std::string unused;
+  for (const std::string& f : {frame('1', ""), frame('t', u16(0)), row_description({{"tags", 1009}}), frame('2', "")})
+    (void)filter.on_backend(decode_header(direction::backend, as_bytes(f), 1u << 20).header, as_bytes(f), unused);
   const std::string clean = data_row({std::string(9000, 'a')});
   EXPECT_TRUE(stream(clean, 5, 4096).has_value()) << filter.failure();
   EXPECT_FALSE(stream(data_row({big_note()}), 5, 4096).has_value());
