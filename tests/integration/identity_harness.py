@@ -704,6 +704,27 @@ class ApprovalGatewayCase(unittest.TestCase):
         cls.world.__exit__(None, None, None)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
+    def run_held(self, sql, token=None):
+        """Runs sql through the gateway (as `token`, else cls.alice) in a
+        thread, autocommit; returns (thread, {"rowcount"} or {"error"})."""
+        import threading
+        out = {}
+
+        def work():
+            try:
+                conn = self.gw.connect_token(token or self.alice)
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                    out["rowcount"] = cur.rowcount
+                conn.close()
+            except Exception as e:  # noqa: BLE001 - the test inspects it
+                out["error"] = e
+
+        t = threading.Thread(target=work)
+        t.start()
+        return t, out
+
     def api(self, method, path, token=None, body=None):
         """(status, JSON body) of a config API call with the admin token, or `token`."""
         import urllib.error

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -71,21 +70,7 @@ class AdminTlsTest(ih.ApprovalGatewayCase):
     def test_approval_over_https(self):
         alice = self.world.token(sub="alice", groups=("dev",))
         bob = self.world.token(sub="bob", groups=("dba",))
-        out = {}
-
-        def work():
-            try:
-                conn = self.gw.connect_token(alice)
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("UPDATE t SET n = n + 1")
-                    out["rows"] = cur.rowcount
-                conn.close()
-            except Exception as e:  # noqa: BLE001
-                out["error"] = e
-
-        t = threading.Thread(target=work)
-        t.start()
+        t, out = self.run_held("UPDATE t SET n = n + 1", alice)
         deadline = time.monotonic() + 10
         pending = []
         while not pending and time.monotonic() < deadline:
@@ -96,7 +81,7 @@ class AdminTlsTest(ih.ApprovalGatewayCase):
         status, body = self.api("POST", f"/v1/approvals/{pending[0]['id']}/approve", token=bob)
         self.assertEqual(status, 200, body)
         t.join(10)
-        self.assertEqual(out, {"rows": 2})
+        self.assertEqual(out, {"rowcount": 2})
 
 
 if __name__ == "__main__":

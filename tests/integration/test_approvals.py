@@ -68,25 +68,6 @@ class ApprovalsTest(ih.ApprovalGatewayCase):
             time.sleep(0.05)
         self.fail(f"expected {expect} pending approvals, have {body}")
 
-    def run_held(self, sql):
-        """Runs sql through the gateway as alice in a thread; returns (thread, result dict)."""
-        out = {}
-
-        def work():
-            try:
-                conn = self.gw.connect_token(self.alice)
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute(sql)
-                    out["rowcount"] = cur.rowcount
-                conn.close()
-            except Exception as e:  # noqa: BLE001 - the test inspects it
-                out["error"] = e
-
-        t = threading.Thread(target=work)
-        t.start()
-        return t, out
-
     def counts(self):
         return self.pg.admin_sql("SELECT sum(n) FROM t", dbname=self.pg.database).strip()
 

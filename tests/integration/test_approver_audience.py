@@ -6,7 +6,6 @@ command, even when its groups include the rule's approvers."""
 
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,21 +71,7 @@ class ApproverAudienceTest(ih.ApprovalGatewayCase):
         ok.close()
 
     def test_login_token_cannot_approve(self):
-        out = {}
-
-        def work():
-            try:
-                conn = self.gw.connect_token(self.alice)
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("UPDATE t SET n = n + 1")
-                    out["rowcount"] = cur.rowcount
-                conn.close()
-            except Exception as e:  # noqa: BLE001 - the test inspects it
-                out["error"] = e
-
-        t = threading.Thread(target=work)
-        t.start()
+        t, out = self.run_held("UPDATE t SET n = n + 1")
         try:
             [req] = self.pending()
             # bob is in the approver group, but this is his login token.
