@@ -51,7 +51,40 @@ def q(sql_bytes):
     return h.frame(b"Q", sql_bytes + b"\0")
 
 
-class EncodingTest(h.GatewayTestCase):
+class RawSession:
+    """Raw wire sessions for a GatewayTestCase."""
+
+    def login(self, **params):
+        """A raw session; returns (socket, reader, ParameterStatus dict) or
+        (None, None, error fields) when the gateway refused the login."""
+        s = h.raw_connect(self.gw.host, self.gw.port)
+        s.sendall(h.startup_message("agent", self.pg.database, **params))
+        r = h.WireReader(s)
+        status = {}
+        while True:
+            m = r.read_message()
+            self.assertIsNotNone(m, "connection closed during login")
+            t, body = m
+            if t == "E":
+                s.close()
+                return None, None, h.error_fields(body)
+            if t == "S":
+                k, v = body.split(b"\0")[:2]
+                status[k.decode()] = v.decode()
+            if t == "Z":
+                return s, r, status
+
+    def until_z(self, r):
+        msgs = []
+        while True:
+            m = r.read_message()
+            self.assertIsNotNone(m, f"closed early after {msgs}")
+            msgs.append(m)
+            if m[0] == "Z":
+                return msgs
+
+
+class EncodingTest(RawSession, h.GatewayTestCase):
     @classmethod
     def setUpClass(cls):
         cls.gateway_options = {"shards": 1, "extra": h.admin_setup(cls, "agentgate-enc-", POLICY)}
@@ -84,35 +117,6 @@ class EncodingTest(h.GatewayTestCase):
     def victim_exists(self):
         return self.pg.admin_sql("SELECT to_regclass('public.victim') IS NOT NULL",
                                  dbname=self.pg.database).strip() == "t"
-
-    def login(self, **params):
-        """A raw session; returns (socket, reader, ParameterStatus dict) or
-        (None, None, error fields) when the gateway refused the login."""
-        s = h.raw_connect(self.gw.host, self.gw.port)
-        s.sendall(h.startup_message("agent", self.pg.database, **params))
-        r = h.WireReader(s)
-        status = {}
-        while True:
-            m = r.read_message()
-            self.assertIsNotNone(m, "connection closed during login")
-            t, body = m
-            if t == "E":
-                s.close()
-                return None, None, h.error_fields(body)
-            if t == "S":
-                k, v = body.split(b"\0")[:2]
-                status[k.decode()] = v.decode()
-            if t == "Z":
-                return s, r, status
-
-    def until_z(self, r):
-        msgs = []
-        while True:
-            m = r.read_message()
-            self.assertIsNotNone(m, f"closed early after {msgs}")
-            msgs.append(m)
-            if m[0] == "Z":
-                return msgs
 
     def server_encodings(self):
         out = self.pg.admin_sql("SELECT pg_encoding_to_char(i) FROM generate_series(0, 63) i "
@@ -321,6 +325,38 @@ class EncodingTest(h.GatewayTestCase):
         s.sendall(h.TERMINATE)
         s.close()
 
+
+
+class NonUtf8DatabaseTest(RawSession, h.GatewayTestCase):
+    """A LATIN1 database folds and cuts identifiers by its own rules: the
+    gateway refuses non-ASCII SQL there (review of issue 10, finding 7)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.gateway_options = {"shards": 1, "extra": h.admin_setup(cls, "agentgate-enc1-", POLICY)}
+        super().setUpClass()
+
+    @classmethod
+    def prepare_database(cls):
+        db, u = cls.pg.database, cls.pg.user
+        cls.pg.admin_sql(f"DROP DATABASE {db}")
+        cls.pg.admin_sql(f"CREATE DATABASE {db} OWNER {u} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                         "TEMPLATE template0")
+
+    def test_non_ascii_sql_refused_ascii_works(self):
+        s, r, _ = self.login(client_encoding="LATIN1")
+        self.assertIsNotNone(s, r)
+        s.sendall(q("SELECT 'É'".encode("latin-1")))
+        msgs = self.until_z(r)
+        f = h.error_fields(msgs[0][1])
+        self.assertEqual(f.get("C"), "0A000", msgs)
+        self.assertIn("UTF8", f.get("M"))
+        s.sendall(q(b"SELECT current_setting('server_encoding')"))
+        rows = [b for t, b in self.until_z(r) if t == "D"]
+        self.assertEqual(len(rows), 1)
+        self.assertIn(b"LATIN1", rows[0])
+        s.sendall(h.TERMINATE)
+        s.close()
 
 if __name__ == "__main__":
     h.main()
