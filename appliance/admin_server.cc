@@ -770,45 +770,54 @@ void admin_server::impl::close_connection(connection& c) {
   c.fd = -1;
 }
 
-bool admin_server::impl::flush(connection& c) {
-  if (c.tls != nullptr) {
-    if (!c.out.empty()) {
-      const auto* p = reinterpret_cast<const uint8_t*>(c.out.data());
-      if (const status st = c.tls->write({p, c.out.size()}, c.wire_out); !st) {
-        close_connection(c);
-        return false;
-      }
-      c.out.clear();
-      c.out_sent = 0;
-    }
-    while (c.wire_sent < c.wire_out.size()) {
-      ssize_t n = ::send(c.fd, c.wire_out.data() + c.wire_sent, c.wire_out.size() - c.wire_sent, MSG_NOSIGNAL);
-      if (n > 0) {
-        c.wire_sent += static_cast<size_t>(n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
-      close_connection(c);
-      return false;
-    }
-    c.wire_out.clear();
-    c.wire_sent = 0;
-    return true;
-  }
-  while (c.out_sent < c.out.size()) {
-    ssize_t n = ::send(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent, MSG_NOSIGNAL);
+namespace {
+
+enum class sent : uint8_t { all, later, failed };
+
+// Sends data[*done..size) as far as the socket takes it.
+sent send_some(int fd, const void* data, size_t size, size_t* done) {
+  while (*done < size) {
+    ssize_t n = ::send(fd, static_cast<const char*>(data) + *done, size - *done, MSG_NOSIGNAL);
     if (n > 0) {
-      c.out_sent += static_cast<size_t>(n);
+      *done += static_cast<size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return sent::later;
+    return sent::failed;
+  }
+  return sent::all;
+}
+
+}  // namespace
+
+bool admin_server::impl::flush(connection& c) {
+  if (c.tls != nullptr && !c.out.empty()) {
+    // Plaintext is encrypted as soon as it is queued; the records wait in wire_out.
+    const auto* p = reinterpret_cast<const uint8_t*>(c.out.data());
+    if (const status st = c.tls->write({p, c.out.size()}, c.wire_out); !st) {
+      close_connection(c);
+      return false;
+    }
+    c.out.clear();
+    c.out_sent = 0;
+  }
+  const bool tls = c.tls != nullptr;
+  const sent r = tls ? send_some(c.fd, c.wire_out.data(), c.wire_out.size(), &c.wire_sent)
+                     : send_some(c.fd, c.out.data(), c.out.size(), &c.out_sent);
+  if (r == sent::failed) {
     close_connection(c);
     return false;
   }
-  c.out.clear();
-  c.out_sent = 0;
+  if (r == sent::all) {
+    if (tls) {
+      c.wire_out.clear();
+      c.wire_sent = 0;
+    } else {
+      c.out.clear();
+      c.out_sent = 0;
+    }
+  }
   return true;
 }
 
@@ -1217,8 +1226,7 @@ status admin_server::start() {
   s.stopping.store(false);
   s.started.store(true);
   s.thread = std::thread([&s] { s.run(); });
-  AG_INFO("admin API listening on http://%s (plain HTTP; TLS for the admin API is a follow-up)",
-          s.address.c_str());
+  AG_INFO("admin API listening on %s://%s", s.opts.tls_context != nullptr ? "https" : "http", s.address.c_str());
   return status::ok();
 }
 

@@ -97,7 +97,7 @@ class session::upstream_sink final : public frame_sink {
     }
     if (first) {
       ++s_.probe_.frames_from_upstream;
-      if (s_.tracking_ && h.type == 'D') {
+      if (h.type == 'D') {
         ++s_.result_rows_total_;
         s_.result_rows_truncated_ = true;  // streamed, not kept
       }
@@ -188,7 +188,6 @@ void session::on_start(session_io& io) {
   // The filter always follows the conversation: besides masking and
   // recording, it knows which client messages the server will answer (COPY
   // mode, skipped messages), which the session's own books depend on.
-  tracking_ = true;
   filter_.set_catalog(&catalog_);
   if (shard_.masker != nullptr) {
     filter_.set_masker(*shard_.masker);
@@ -634,8 +633,15 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
     case verdict::stop:
       return false;
   }
+  return forward_client_frame(header, frame);
+}
+
+// A client message the guardrails let through (at once, or on an
+// approval's verdict) goes upstream here, and only here: the filter and the
+// session's batch state follow it.
+bool session::forward_client_frame(const frame_header& header, bytes frame) {
   ++probe_.frames_from_client;
-  if (tracking_ && !filter_.on_frontend(header.type, frame.subspan(header_bytes), command_seq_)) {
+  if (!filter_.on_frontend(header.type, frame.subspan(header_bytes), command_seq_)) {
     fail("54000", "too many client messages waiting for their responses");
     return false;
   }
@@ -649,8 +655,7 @@ bool session::on_client_frame(const frame_header& header, bytes frame) {
     extended_open_ = true;
   else if (header.type == 'S')
     extended_open_ = false;
-  if (tracking_ && header.type == 'E' && !filter_.describe_to_inject().empty())
-    send_to_upstream(filter_.describe_to_inject());
+  if (header.type == 'E' && !filter_.describe_to_inject().empty()) send_to_upstream(filter_.describe_to_inject());
   io_->send(peer::upstream, frame);
   return true;
 }
@@ -714,11 +719,11 @@ session::verdict session::guard(const frame_header& header, bytes frame) {
       decision = &shard_.inspector->inspect_function_call(target_.config.name, identity_);
     }
   }
-  if (header.type == 'B' || header.type == 'C' ||
+  if (header.type == 'B' ||
       (decision != nullptr && decision->action == policy_action::allow && (header.type == 'Q' || header.type == 'P')))
     if (const verdict v = gate_execution(header, frame); v != verdict::forward) return v;
   if (is_command(header.type) && !record_command(header, frame, decision)) return refuse_unrecorded(header.type != 'Q' && header.type != 'F');
-  forget_statements_ = decision != nullptr && header.type != 'F' && tracking_ &&
+  forget_statements_ = decision != nullptr && header.type != 'F' &&
                        changes_prepared_statements(shard_.inspector->last_statements());
   if (decision != nullptr && decision->action == policy_action::require_approval &&
       shard_.approvals != nullptr)
@@ -798,10 +803,7 @@ session::verdict session::hold(const frame_header& header, bytes frame, const po
   approval_id_ = std::move(*id);
   approval_waiter_ = waiter;
   held_frame_.assign(reinterpret_cast<const char*>(frame.data()), frame.size());
-  held_rule_.rule_id = std::string(decision.rule_id);
-  held_rule_.message = std::string(decision.message);
-  held_rule_.approvers.assign(decision.approvers.begin(), decision.approvers.end());
-  held_rule_.timeout_s = decision.timeout_s;
+  held_rule_ = gate_rule::of(decision);
   held_prepares_ = false;
   if ((header.type == 'Q' || header.type == 'P') && shard_.inspector != nullptr)
     for (const statement_facts& f : shard_.inspector->last_statements())
@@ -836,23 +838,10 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
       g.sql = std::string(command_text(header, as_bytes(frame)));
       g.used = false;
     }
-    if ((header.type == 'Q' || header.type == 'P') && held_prepares_) {
-      sql_gate_ = std::make_unique<gate_rule>(held_rule_);
-    } else if (header.type == 'B') {
-      batch_executed_ = true;
-    }
+    if ((header.type == 'Q' || header.type == 'P') && held_prepares_) sql_gate_ = std::make_unique<gate_rule>(held_rule_);
     if ((header.type == 'Q' || header.type == 'F') && !expect_response()) return;
-    ++probe_.frames_from_client;
-    if (tracking_ && !filter_.on_frontend(header.type, as_bytes(frame).subspan(header_bytes), command_seq_)) {
-      fail("54000", "too many client messages waiting for their responses");
-      return;
-    }
+    if (!forward_client_frame(header, as_bytes(frame))) return;
     if (header.type == 'P') filter_.mark_last_parse_approved();
-    if (forget_statements_) {
-      filter_.forget_after_last();
-      forget_statements_ = false;
-    }
-    send_to_upstream(frame);
   } else {
     refuse_message("denied: " + reason, header.type != 'Q' && header.type != 'F');
   }
@@ -862,15 +851,13 @@ void session::on_approval_verdict(bool approved, const std::string& reason, cons
 
 // An approval covers one execution. A statement prepared under one runs at
 // its first Bind; every later Bind is held again, the approver shown the
-// parameters. SQL EXECUTE after an approved SQL PREPARE likewise. Closing
-// the statement (Close, or the unnamed one replaced by a Parse) ends it.
+// parameters. SQL EXECUTE after an approved SQL PREPARE likewise. A gate is
+// never lifted when a Close or Parse goes up (the server may skip it after
+// an error): only the unnamed statement's, once the server has answered a
+// Parse that replaced it (on_upstream_frame). A Close leaves the gate: at
+// worst a new statement of the same name asks again.
 session::verdict session::gate_execution(const frame_header& header, bytes frame) {
   body_reader in(frame.subspan(header_bytes));
-  // A gate is never lifted when a Close or Parse goes up (the server may
-  // skip it after an error): only the unnamed statement's, once the server
-  // has answered a Parse that replaced it (on_upstream_frame). A Close
-  // leaves the gate: at worst a new statement of the same name asks again.
-  if (header.type == 'C') return verdict::forward;
   if (header.type == 'Q' || header.type == 'P') {
     // Prepared statements made by Parse and by SQL PREPARE share one
     // namespace: while any approval-gated one exists, SQL EXECUTE of any
@@ -890,7 +877,10 @@ session::verdict session::gate_execution(const frame_header& header, bytes frame
   in.cstr(&statement);
   const std::string name(statement.substr(0, 63));
   const auto it = gated_.find(name);
-  const std::string parameters = bind_parameters_text(frame.subspan(header_bytes));
+  const bool gated = it != gated_.end() || (sql_gate_ != nullptr && !filter_.knows_statement(name));
+  // Rendered only for a recording or an approver: not per Bind otherwise.
+  const std::string parameters =
+      shard_.recorder != nullptr || gated ? bind_parameters_text(frame.subspan(header_bytes)) : std::string();
   if (!record_bind(frame, it == gated_.end() ? std::string_view() : std::string_view(it->second.sql), parameters))
     return refuse_unrecorded(true);
   if (it == gated_.end()) {
@@ -1281,11 +1271,6 @@ std::string session::describe_json() const {
 // when the policy masks, captured for the recording when one is kept.
 bool session::relay_upstream_frame(const frame_header& header, bytes frame) {
   ++probe_.frames_from_upstream;
-  if (!tracking_) {
-    bytes_to_client_ += frame.size();
-    io_->send(peer::client, frame);
-    return true;
-  }
   if (header.type == 'Z' && shard_.masker != nullptr && filter_.masker() != *shard_.masker) {
     // A new policy's masking starts with the next command, never mid-result.
     filter_.set_masker(*shard_.masker);
@@ -1449,7 +1434,7 @@ bool session::record_command(const frame_header& header, bytes frame, const poli
   ++command_seq_;
   command_started_us_ = now_us();
   // COPY TO STDOUT names its columns only in its text.
-  if (header.type != 'F' && tracking_) filter_.note_command_text(command_seq_, command_text(header, frame));
+  if (header.type != 'F') filter_.note_command_text(command_seq_, command_text(header, frame));
   if (shard_.recorder == nullptr) return true;
   const std::string_view text = header.type == 'F' ? std::string_view("(function call)") : command_text(header, frame);
   // A run of identical denials is recorded once, then counted.
@@ -1560,7 +1545,6 @@ void session::record_result(uint64_t seq, const frame_header& header, bytes fram
   result_rows_truncated_ = false;
 }
 
-// SET agentgate.prompt_id = '...' is the gateway's: answered here, never sent upstream.
 // ---- reading SQL as the server does ----------------------------------------------
 
 bool session::choose_client_encoding() {
@@ -1721,6 +1705,7 @@ session::verdict session::check_object_names(const frame_header& header, bytes f
   return refuse_with("42602", "prepared statement and portal names must be ASCII through the gateway", true);
 }
 
+// SET agentgate.prompt_id = '...' is the gateway's: answered here, never sent upstream.
 session::verdict session::answer_prompt_set(std::string_view sql) {
   std::string key, value;
   if (!parse_prompt_set(sql, key, value)) return verdict::forward;

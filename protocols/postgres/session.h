@@ -168,6 +168,7 @@ class session final : public session_handler {
 
   // Relaying.
   bool on_client_frame(const frame_header& header, bytes frame);
+  bool forward_client_frame(const frame_header& header, bytes frame);
   bool on_upstream_frame(const frame_header& header, bytes frame);
 
   // Ends the session with a FATAL error to the client when the client's
@@ -234,6 +235,9 @@ class session final : public session_handler {
     std::string message;
     std::vector<std::string> approvers;
     uint32_t timeout_s = 0;
+    static gate_rule of(const policy_decision& d) {
+      return {std::string(d.rule_id), std::string(d.message), {d.approvers.begin(), d.approvers.end()}, d.timeout_s};
+    }
     policy_decision decision() const {
       policy_decision d;
       d.action = policy_action::require_approval;
@@ -278,7 +282,6 @@ class session final : public session_handler {
 
   // Masking and recording.
   result_filter filter_;
-  bool tracking_ = false;         // masking or recording wants to follow results
   std::string rewritten_;         // a masked frame on its way to the client
   // This session's matches by the masker's counter (for its recording).
   const data_masker* hits_masker_ = nullptr;  // whose counters hits_seen_ mirrors
